@@ -1,0 +1,48 @@
+# ScheduleZero operator. The two commands a newcomer needs:
+#   make run    local control plane + CRDs + operator + example handler + Schedule
+#   make test   lint, unit, integration and e2e tests (starts its own local cluster
+#               unless KUBECONFIG points at one)
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export PYTHONPATH := $(CURDIR)/hack$(if $(PYTHONPATH),:$(PYTHONPATH))
+
+.PHONY: help venv binaries cluster-up cluster-down run test lint unit e2e crds check-crds bench clean
+
+help:
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(STAMP) ## create .venv with the operator, SDK and dev tools
+
+binaries: ## build etcd + kube-apiserver/controller-manager/scheduler (cached by version)
+	bash hack/build-binaries.sh
+
+cluster-up: $(STAMP) ## start the local control plane in the background
+	@$(PY) -m schedulezero_testcluster up
+
+cluster-down: $(STAMP) ## stop the local control plane and everything it started
+	@$(PY) -m schedulezero_testcluster down
+
+run: $(STAMP) ## cluster up, then show what runs on it
+	@bash hack/run.sh
+
+lint: $(STAMP) ## ruff + mypy
+	$(VENV)/bin/ruff check operator handler_sdk hack tests bench examples
+	$(VENV)/bin/mypy operator/schedulezero_operator handler_sdk/schedulezero_handler hack/schedulezero_testcluster
+
+unit: $(STAMP) ## unit tests only (no cluster)
+	$(PY) -m pytest tests/unit -q
+
+test: $(STAMP) binaries lint ## everything: lint, unit, integration, e2e
+	$(PY) -m pytest tests -q -p no:cacheprovider
+
+clean: cluster-down
+	rm -rf .localcluster
