@@ -138,7 +138,7 @@ class PodRunner(threading.Thread):
                 self._loop_until_deleted(init_failed=True)
             else:
                 self._loop_until_deleted(init_failed=False)
-        except Exception:  # noqa: BLE001 - one pod must never take down the agent
+        except Exception:
             log.exception("pod %s/%s runner crashed", self.ns, self.name)
         finally:
             self._kill_all(grace=0)
@@ -319,7 +319,7 @@ class PodRunner(threading.Thread):
         raise LookupError(f"named port {port!r} not declared")
 
     def _kill_all(self, grace: float) -> None:
-        procs = [c.proc for c in self.containers if c.running()]
+        procs = [c.proc for c in self.containers if c.proc is not None and c.running()]
         for p in procs:
             _signal_group(p, signal.SIGTERM if grace > 0 else signal.SIGKILL)
         deadline = time.monotonic() + grace
@@ -427,7 +427,7 @@ class PodRunner(threading.Thread):
         if self.last_status is None:
             status["startTime"] = _now()
         now = _now()
-        for cnd in status["conditions"]:  # type: ignore[union-attr]
+        for cnd in status["conditions"]:
             cnd["lastTransitionTime"] = now  # type: ignore[index]
         try:
             self.agent.core.patch_namespaced_pod_status(self.name, self.ns, {"status": status})

@@ -127,7 +127,7 @@ def _field(msg: dict[str, Any], name: str, kind: type | tuple[type, ...], rid: s
         if required:
             raise ProtocolError(ErrorType.BAD_REQUEST, f"missing field {name!r}", rid)
         return None
-    if not isinstance(value, kind) or isinstance(value, bool) and kind is int:
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
         names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
         raise ProtocolError(ErrorType.BAD_REQUEST,
                             f"field {name!r} must be {names}, got {type(value).__name__}", rid)
