@@ -1,0 +1,295 @@
+"""Transport-independent request processing: the heart of a handler process.
+
+Both servers (ZMQ and HTTP) hand raw request bytes to ``Executor.handle`` and
+send back the bytes it returns, so validation, concurrency, deduplication,
+cancellation, signing and shutdown behave identically on either protocol.
+
+Decisions:
+- Past ``concurrency`` jobs in flight a request is refused with ``Busy``
+  (retryable) instead of queued: the operator does per-pod accounting and can
+  send the job to another replica; a hidden queue here would defeat that.
+- A run id already in flight is *joined*, not run twice: when the operator
+  re-sends a run (lost reply, failover), the handler executes it once. Finished
+  runs are remembered (bounded) per (run id, attempt) for the same reason.
+- Sync methods run in a thread pool sized to the concurrency, so they never block
+  the event loop; a sync method cannot be interrupted, so a cancelled or expired
+  sync job keeps its slot until its thread returns (capacity stays honest).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import datetime as dt
+import functools
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import protocol as p
+from .methods import InvalidParams, JobContext, MethodSpec, bind, discover
+
+SDK_VERSION = "0.1.0"
+log = logging.getLogger("schedulezero.handler")
+
+
+class PermanentError(Exception):
+    """Raise from a method to fail the run without retries."""
+
+    retryable = False
+
+
+class RetryableError(Exception):
+    """Raise from a method to ask for a retry (the default for other exceptions)."""
+
+    retryable = True
+
+
+@dataclass
+class _Job:
+    run_id: str
+    attempt: int
+    method: str
+    future: asyncio.Future[dict[str, Any]]
+    task: asyncio.Task[Any] | None = None
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    started: float = field(default_factory=time.monotonic)
+
+
+def _parse_deadline(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        raise p.ProtocolError(p.ErrorType.BAD_REQUEST,
+                              f"deadline {value!r} is not an RFC 3339 time") from None
+
+
+class Executor:
+    def __init__(
+        self,
+        handler: object,
+        *,
+        concurrency: int = 4,
+        secret: bytes | None = None,
+        max_request_bytes: int = p.MAX_REQUEST_BYTES,
+        max_result_bytes: int = p.MAX_RESULT_BYTES,
+        max_skew_seconds: float = p.MAX_SKEW_SECONDS,
+        clock: Callable[[], float] = time.time,
+        protocols: tuple[str, ...] = (),
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
+        self.handler = handler
+        self.methods: dict[str, MethodSpec] = discover(handler)
+        self.concurrency = concurrency
+        self.secret = secret
+        self.max_request_bytes = max_request_bytes
+        self.max_result_bytes = max_result_bytes
+        self.max_skew_seconds = max_skew_seconds
+        self.clock = clock
+        self.protocols = protocols
+        self.accepting = True
+        self._jobs: dict[str, _Job] = {}
+        self._busy_slots = 0
+        self._done: collections.OrderedDict[tuple[str, int, str], dict[str, Any]] = (
+            collections.OrderedDict())
+        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="job")
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    # -- public --------------------------------------------------------------
+    @property
+    def in_flight(self) -> int:
+        return self._busy_slots
+
+    def health(self) -> dict[str, Any]:
+        return {"ready": self.accepting, "inFlight": self._busy_slots,
+                "concurrency": self.concurrency}
+
+    def describe(self) -> dict[str, Any]:
+        return {"methods": [s.describe() for s in sorted(self.methods.values(),
+                                                          key=lambda s: s.name)],
+                "sdkVersion": SDK_VERSION, "protocolVersion": p.VERSION,
+                "concurrency": self.concurrency, "protocols": list(self.protocols)}
+
+    async def handle(self, raw: bytes, timestamp: bytes | str | None = None,
+                     signature: bytes | str | None = None) -> bytes:
+        """Process one request; always returns an encoded reply (never raises)."""
+        reply, legacy = await self._handle(raw, _text(timestamp), _text(signature))
+        return p.encode(p.legacy_reply(reply) if legacy else reply)
+
+    async def handle_message(
+        self, raw: bytes, timestamp: str | None = None, signature: str | None = None,
+        signed_body: bytes | None = None,
+    ) -> tuple[dict[str, Any], bool]:
+        """Like ``handle`` but returns the reply dict and whether it is a legacy request.
+
+        ``signed_body`` is what the signature covers when it is not ``raw`` (HTTP
+        fills in ``type`` from the path; a GET signs the empty body).
+        """
+        return await self._handle(raw, timestamp, signature, signed_body)
+
+    async def drain(self, grace: float) -> bool:
+        """Stop taking jobs, wait up to ``grace`` seconds for in-flight ones. True if idle."""
+        self.accepting = False
+        try:
+            await asyncio.wait_for(self._idle.wait(), grace)
+            return True
+        except TimeoutError:
+            log.warning("grace period over with %d job(s) in flight", self._busy_slots)
+            return False
+        finally:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # -- request handling ----------------------------------------------------
+    async def _handle(self, raw: bytes, timestamp: str | None, signature: str | None,
+                      signed_body: bytes | None = None) -> tuple[dict[str, Any], bool]:
+        request: p.Request | None = None
+        try:
+            request = p.decode_request(raw, self.max_request_bytes)
+            if self.secret is not None:
+                covered = raw if signed_body is None else signed_body
+                p.verify(self.secret, covered, timestamp, signature, self.clock(),
+                         self.max_skew_seconds)
+            if request.legacy and request.method == "ping":
+                return {"ok": True, "result": {"success": True, "message": "pong"}}, True
+            if request.type == "health":
+                return p.ok_reply(request.id, self.health()), False
+            if request.type == "describe":
+                return p.ok_reply(request.id, self.describe()), False
+            if request.type == "cancel":
+                return p.ok_reply(request.id, {"cancelled": self._cancel(request.run_id)},
+                                  request.run_id), False
+            return await self._execute(request), request.legacy
+        except p.ProtocolError as e:
+            rid = e.request_id or (request.id if request else None)
+            legacy = bool(request and request.legacy)
+            return p.error_reply(rid, e.error_type, str(e),
+                                 request.run_id if request else None), legacy
+
+    async def _execute(self, req: p.Request) -> dict[str, Any]:
+        assert req.method is not None
+        run_id = req.run_id or f"legacy-{time.monotonic_ns()}"
+        done = self._done.get((run_id, req.attempt, req.method))
+        if done is not None:
+            return {**done, "id": req.id}
+        joined = self._jobs.get(run_id)
+        if joined is not None and joined.method != req.method:
+            return p.error_reply(req.id, p.ErrorType.BAD_REQUEST,
+                                 f"run {run_id} is already running method {joined.method}",
+                                 req.run_id)
+        if joined is not None:
+            log.info("run already in flight; joining it", extra={"run_id": run_id})
+            return {**(await asyncio.shield(joined.future)), "id": req.id}
+        if not self.accepting:
+            return p.error_reply(req.id, p.ErrorType.SHUTTING_DOWN,
+                                 "handler is shutting down; send the job elsewhere", req.run_id)
+        spec = self.methods.get(req.method)
+        if spec is None:
+            return p.error_reply(req.id, p.ErrorType.UNKNOWN_METHOD,
+                                 f"Unknown method: {req.method} (available: "
+                                 f"{', '.join(sorted(self.methods)) or 'none'})", req.run_id)
+        try:
+            kwargs = bind(spec, req.params or {})
+        except InvalidParams as e:
+            return p.error_reply(req.id, p.ErrorType.INVALID_PARAMS, str(e), req.run_id)
+        deadline = _parse_deadline(req.deadline)
+        if deadline is not None and deadline <= self.clock():
+            return p.error_reply(req.id, p.ErrorType.DEADLINE_EXCEEDED,
+                                 "deadline already passed on arrival", req.run_id)
+        if self._busy_slots >= self.concurrency:
+            return p.error_reply(req.id, p.ErrorType.BUSY,
+                                 f"all {self.concurrency} slots busy", req.run_id)
+
+        loop = asyncio.get_running_loop()
+        job = _Job(run_id, req.attempt, req.method, loop.create_future())
+        if spec.context_param:
+            kwargs[spec.context_param] = JobContext(req.run_id, req.attempt, req.schedule,
+                                                    req.scheduled_time, req.deadline,
+                                                    job.cancelled)
+        self._jobs[run_id] = job
+        self._busy_slots += 1
+        self._idle.clear()
+        job.task = loop.create_task(self._run(spec, kwargs, job, req, deadline))
+        reply = await asyncio.shield(job.future)
+        return {**reply, "id": req.id}
+
+    async def _run(self, spec: MethodSpec, kwargs: dict[str, Any], job: _Job, req: p.Request,
+                   deadline: float | None) -> None:
+        extra = {"run_id": job.run_id, "method": spec.name, "attempt": job.attempt}
+        log.info("job started", extra=extra)
+        loop = asyncio.get_running_loop()
+        thread_future: asyncio.Future[Any] | None = None
+        try:
+            if spec.is_async:
+                call = spec.func(**kwargs)
+            else:
+                thread_future = loop.run_in_executor(
+                    self._pool, functools.partial(spec.func, **kwargs))
+                call = asyncio.shield(thread_future)
+            timeout = None if deadline is None else max(0.0, deadline - self.clock())
+            result = await asyncio.wait_for(call, timeout)
+            reply = self._result_reply(req, result)
+        except asyncio.CancelledError:
+            reply = p.error_reply(req.id, p.ErrorType.CANCELLED, "run was cancelled", job.run_id)
+        except TimeoutError:
+            reply = p.error_reply(req.id, p.ErrorType.DEADLINE_EXCEEDED,
+                                  "run did not finish before its deadline", job.run_id)
+        except Exception as e:  # noqa: BLE001 - a method's failure is the job's result
+            retryable = getattr(e, "retryable", True)
+            reply = p.error_reply(req.id, p.ErrorType.HANDLER_ERROR,
+                                  f"{type(e).__name__}: {e}", job.run_id, retryable=bool(retryable))
+        reply["durationMs"] = round((time.monotonic() - job.started) * 1000, 3)
+        if not job.future.done():
+            job.future.set_result(reply)
+        self._remember(job, reply)
+        log.info("job finished", extra={**extra, "ok": reply["ok"],
+                                        "duration_ms": reply["durationMs"]})
+        if thread_future is not None and not thread_future.done():
+            # An interrupted sync method still occupies its thread: keep the slot.
+            await asyncio.wait([thread_future])
+        self._release(job)
+
+    def _result_reply(self, req: p.Request, result: Any) -> dict[str, Any]:
+        reply = p.ok_reply(req.id, result, req.run_id)
+        size = len(p.encode(reply))
+        if size > self.max_result_bytes:
+            return p.error_reply(
+                req.id, p.ErrorType.RESULT_TOO_LARGE,
+                f"result of {size} bytes exceeds the limit of {self.max_result_bytes}; "
+                "the method ran but its result was not returned", req.run_id)
+        return reply
+
+    def _remember(self, job: _Job, reply: dict[str, Any]) -> None:
+        self._done[(job.run_id, job.attempt, job.method)] = reply
+        while len(self._done) > 1024:
+            self._done.popitem(last=False)
+
+    def _release(self, job: _Job) -> None:
+        if self._jobs.get(job.run_id) is job:
+            del self._jobs[job.run_id]
+        self._busy_slots -= 1
+        if self._busy_slots == 0:
+            self._idle.set()
+
+    def _cancel(self, run_id: str | None) -> bool:
+        job = self._jobs.get(run_id or "")
+        if job is None or job.future.done():
+            return False
+        job.cancelled.set()
+        if job.task is not None:
+            job.task.cancel()
+        log.info("job cancelled", extra={"run_id": run_id})
+        return True
+
+
+def _text(value: bytes | str | None) -> str | None:
+    if isinstance(value, bytes):
+        return value.decode("ascii", "replace")
+    return value

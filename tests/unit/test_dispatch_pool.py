@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+from schedulezero_operator.dispatch import Endpoint, EndpointPool
+
+
+def ep(n: int) -> Endpoint:
+    return Endpoint(f"127.0.0.{n}", 4244, "zmq", pod=f"pod-{n}")
+
+
+def test_least_loaded_first_and_capacity_respected() -> None:
+    pool = EndpointPool(capacity_per_endpoint=2)
+    pool.set_ready([ep(1), ep(2)])
+    got = [pool.acquire() for _ in range(4)]
+    assert sorted(str(g) for g in got) == ["pod-1", "pod-1", "pod-2", "pod-2"]
+    assert pool.acquire() is None, "no free slot anywhere"
+    pool.release(ep(2))
+    assert pool.acquire() == ep(2)
+
+
+def test_ties_rotate_between_equal_endpoints() -> None:
+    pool = EndpointPool(capacity_per_endpoint=10)
+    pool.set_ready([ep(1), ep(2), ep(3)])
+    first_three = {str(pool.acquire()) for _ in range(3)}
+    assert first_three == {"pod-1", "pod-2", "pod-3"}
+
+
+def test_avoid_loses_ties_for_retries_elsewhere() -> None:
+    pool = EndpointPool(capacity_per_endpoint=1)
+    pool.set_ready([ep(1), ep(2)])
+    for _ in range(5):
+        chosen = pool.acquire(avoid=ep(1).key)
+        assert chosen == ep(2)
+        pool.release(ep(2))
+
+
+def test_endpoint_leaving_gets_no_new_jobs_but_keeps_accounting() -> None:
+    pool = EndpointPool(capacity_per_endpoint=1)
+    pool.set_ready([ep(1), ep(2)])
+    a = pool.acquire()
+    assert a is not None
+    other = ep(2) if a == ep(1) else ep(1)
+    pool.set_ready([other])
+    assert pool.ready_endpoints == [other]
+    assert pool.in_flight == 1, "the job on the leaving endpoint is still counted"
+    assert pool.acquire() == other
+    assert pool.acquire() is None
+    pool.release(a)
+    assert pool.in_flight == 1
