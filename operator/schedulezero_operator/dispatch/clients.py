@@ -137,7 +137,8 @@ class ZmqClient:
         self._pending[rid] = future
         try:
             await self.sock.send_multipart(_signed_frames(p.encode(message), self.secret))
-            return await asyncio.wait_for(future, timeout)
+            async with asyncio.timeout(timeout):  # no extra task, unlike wait_for
+                return await future
         finally:
             self._pending.pop(rid, None)
 
