@@ -1,0 +1,39 @@
+"""Pure trigger math: when does a Schedule fire?
+
+Nothing here reads a clock or imports kopf or a Kubernetes client: every
+function takes ``now``/``after`` as arguments (UTC-aware datetimes), so the
+behaviour is table-tested at fixed anchors, DST days included.
+
+DST follows Vixie cron (cron(8)), which cron users know, not Kubernetes CronJob:
+- a *fixed-time* job (neither the minute nor the hour field starts with ``*``)
+  whose local time is skipped by a spring-forward transition runs once, at the
+  transition instant;
+- a fixed-time job whose local time occurs twice (fall-back) runs once, at the
+  first occurrence (CronJob runs it twice: kubernetes#121594);
+- a job with a wildcard or step minute/hour follows the wall clock: skipped
+  local times don't run, repeated local times run again.
+"""
+
+from .triggers import (
+    Trigger,
+    TriggerError,
+    backoff_delay,
+    catch_up,
+    jitter_offset,
+    next_fire,
+    parse_duration,
+    parse_trigger,
+    slots_between,
+)
+
+__all__ = [
+    "Trigger",
+    "TriggerError",
+    "backoff_delay",
+    "catch_up",
+    "jitter_offset",
+    "next_fire",
+    "parse_duration",
+    "parse_trigger",
+    "slots_between",
+]
