@@ -215,7 +215,8 @@ def catch_up(slots: list[dt.datetime], truncated: bool, now: dt.datetime, *, pol
     ``Latest`` runs the newest, ``All`` runs up to ``max_runs`` newest (an explicit
     cap instead of CronJob's silent 100), ``Skip`` runs none.
     """
-    eligible, missed = [], []
+    eligible: list[dt.datetime] = []
+    missed: list[dt.datetime] = []
     for s in slots:
         late = (now - s).total_seconds()
         (missed if starting_deadline is not None and late > starting_deadline
