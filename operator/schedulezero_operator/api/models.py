@@ -1,0 +1,231 @@
+"""The Schedule and Handler resources as pydantic models: the one source of truth.
+
+The CRD YAML in ``crds/`` and the Helm chart is generated from these models
+(``python -m schedulezero_operator.api.crd``); a test fails when the committed
+YAML drifts. Checks the API server can do itself (one trigger, ranges, enums)
+are CEL rules here; what only the operator can check (cron syntax, time zone,
+the handler and method existing) becomes a status condition and an Event.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+GROUP = "schedulezero.io"
+VERSION = "v1alpha1"
+RUN_NOW_ANNOTATION = f"{GROUP}/run-now"
+HANDLER_LABEL = f"{GROUP}/handler"
+
+_DURATION = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h|d))+$"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True,
+                              extra="ignore")
+
+
+# -- Schedule -----------------------------------------------------------------
+class Backoff(_Model):
+    initial: str = Field("1s", pattern=_DURATION, description="Delay before the 2nd attempt.")
+    max: str = Field("5m", pattern=_DURATION, description="Upper bound of the delay.")
+    multiplier: float = Field(2.0, ge=1.0, le=10.0,
+                              description="Growth factor of the delay per attempt.")
+
+
+class Retry(_Model):
+    max_attempts: int = Field(3, ge=1, le=100,
+                              description="Attempts in total, the first one included.")
+    backoff: Backoff = Field(default_factory=Backoff)  # type: ignore[arg-type]
+    jitter: float = Field(0.5, ge=0.0, le=1.0,
+                          description="Share of each delay that is randomised (0..1).")
+
+
+class CatchUp(_Model):
+    policy: Literal["Latest", "All", "Skip"] = Field(
+        "Latest", description="After operator downtime: run the latest missed slot, all of "
+        "them (up to maxRuns), or none. Slots not run are recorded as Missed.")
+    max_runs: int = Field(10, ge=0, le=1000,
+                          description="Cap on slots run by policy All (explicit, unlike "
+                          "CronJob's silent 100).")
+
+
+class ScheduleSpec(_Model):
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        {"rule": "[has(self.schedule), has(self.interval), has(self.at)]"
+                 ".filter(x, x).size() == 1",
+         "message": "exactly one of schedule, interval or at must be set"},
+        {"rule": "!has(self.startTime) || !has(self.endTime) || "
+                 "timestamp(self.endTime) > timestamp(self.startTime)",
+         "message": "endTime must be after startTime"},
+    ]})
+
+    handler: str = Field(..., min_length=1, max_length=253,
+                         description="Name of the Handler (same namespace) that runs the job.")
+    method: str = Field(..., min_length=1, max_length=128, pattern=r"^[A-Za-z_][A-Za-z0-9_.-]*$",
+                        description="Handler method to call.")
+    params: dict[str, Any] = Field(default_factory=dict,
+                                   description="JSON object passed to the method.")
+    schedule: str | None = Field(
+        None, max_length=256,
+        description="Cron: 5 fields (minute hour day month weekday), or 6 with seconds "
+        "first (Quartz/Spring), or a macro such as @hourly.")
+    interval: str | None = Field(None, pattern=_DURATION,
+                                 description="Fixed period, e.g. 30s, 5m, 1h30m; phase "
+                                 "anchored at startTime (or the creation time).")
+    at: str | None = Field(None, json_schema_extra={"format": "date-time"},
+                           description="One-shot: RFC 3339 time to run once.")
+    time_zone: str = Field("UTC", max_length=64,
+                           description="IANA time zone of the cron fields. DST as Vixie "
+                           "cron: skipped fixed times run at the transition, repeated ones "
+                           "run once; wildcard hours follow the wall clock.")
+    start_time: str | None = Field(None, json_schema_extra={"format": "date-time"},
+                                   description="No runs before this time.")
+    end_time: str | None = Field(None, json_schema_extra={"format": "date-time"},
+                                 description="No runs after this time.")
+    jitter: str | None = Field(None, pattern=_DURATION,
+                               description="Random delay added to each fire, at most this, "
+                               "and never more than half the gap to the next fire.")
+    suspend: bool = Field(False, description="Stop firing (run-now still works).")
+    concurrency_policy: Literal["Allow", "Forbid", "Replace", "BufferOne"] = Field(
+        "Allow", description="When a run is still active at the next fire: run both, skip "
+        "the new one, cancel the old one, or queue one.")
+    starting_deadline_seconds: int | None = Field(
+        None, ge=1, description="A run that cannot start within this many seconds of its "
+        "scheduled time is recorded as Missed.")
+    catch_up: CatchUp = Field(default_factory=CatchUp,  # type: ignore[arg-type]
+                              description="What to do with slots missed while no operator "
+                              "was running.")
+    retry: Retry = Field(default_factory=Retry,  # type: ignore[arg-type]
+                         description="Retries with exponential backoff and jitter.")
+    timeout_seconds: int = Field(60, ge=1, le=86400, description="Per-attempt timeout.")
+    priority: Literal["high", "normal", "low"] = Field(
+        "normal", description="Who waits first when the handler is saturated.")
+    successful_runs_history_limit: int = Field(5, ge=0, le=100,
+                                               description="Succeeded runs kept in status.")
+    failed_runs_history_limit: int = Field(5, ge=0, le=100,
+                                           description="Failed runs kept in status.")
+    pause_after_failures: int | None = Field(
+        None, ge=1, description="Stop firing after this many consecutive failed runs, "
+        "until the spec changes.")
+
+
+class Condition(_Model):
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str = ""
+    message: str = ""
+    last_transition_time: str | None = None
+    observed_generation: int | None = None
+
+
+class ActiveRun(_Model):
+    run_id: str
+    scheduled_time: str
+    start_time: str | None = None
+    attempt: int = 1
+    endpoint: str | None = None
+
+
+class RunRecord(_Model):
+    run_id: str
+    scheduled_time: str
+    start_time: str | None = None
+    finish_time: str | None = None
+    outcome: Literal["Succeeded", "Failed", "TimedOut", "Skipped", "Missed", "Cancelled"]
+    attempts: int = 0
+    endpoint: str | None = None
+    latency_ms: float | None = Field(None, description="Scheduled time -> dispatch.")
+    duration_ms: float | None = None
+    message: str = ""
+    result: str | None = Field(None, description="Result JSON, truncated.")
+
+
+class Counters(_Model):
+    runs: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    retried: int = 0
+    skipped: int = 0
+    missed: int = 0
+
+
+class Claim(_Model):
+    holder: str
+    run_id: str
+    scheduled_time: str
+    expires: str
+
+
+class ScheduleStatus(_Model):
+    conditions: list[Condition] = Field(default_factory=list)
+    observed_generation: int | None = None
+    next_run_time: str | None = None
+    last_schedule_time: str | None = None
+    last_successful_time: str | None = None
+    last_failure_time: str | None = None
+    active: list[ActiveRun] = Field(default_factory=list)
+    recent_runs: list[RunRecord] = Field(default_factory=list)
+    counters: Counters = Field(default_factory=Counters)
+    claim: Claim | None = Field(None, description="Next slot claimed by an operator.")
+    last_run_now: str | None = Field(None, description="Last run-now annotation handled.")
+    consecutive_failures: int = 0
+    last_result: str | None = Field(None, description="Outcome of the last finished run.")
+    trigger: str | None = Field(None, description="The trigger in words (printer column).")
+
+
+# -- Handler ------------------------------------------------------------------
+class SecretKeyRef(_Model):
+    name: str
+    key: str = "secret"
+
+
+class Auth(_Model):
+    secret_ref: SecretKeyRef = Field(..., description="Shared secret for request signing.")
+
+
+class Scaling(_Model):
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(1, ge=1)
+    scale_down_delay_seconds: int = Field(60, ge=0)
+    prewarm_seconds: int = Field(0, ge=0)
+
+
+class HandlerSpec(_Model):
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        {"rule": "[has(self.endpoints), has(self.template), has(self.deploymentRef)]"
+                 ".filter(x, x).size() == 1",
+         "message": "exactly one of endpoints, template or deploymentRef must be set"},
+    ]})
+
+    protocol: Literal["zmq", "http", "zmq-legacy"] = Field(
+        "zmq", description="zmq (DEALER->ROUTER, many jobs per connection), http, or "
+        "zmq-legacy (ScheduleZero REQ/REP handlers, one job at a time).")
+    port: int = Field(4244, ge=1, le=65535, description="Port the handler listens on.")
+    endpoints: list[str] | None = Field(
+        None, max_length=256, description="External handlers as host:port (not scaled).",
+        json_schema_extra={"items": {"type": "string", "pattern": r"^[^:\s]+:[0-9]{1,5}$"}})
+    template: dict[str, Any] | None = Field(
+        None, description="PodTemplateSpec: the operator creates and owns a Deployment.")
+    deployment_ref: dict[str, str] | None = Field(
+        None, description="An existing Deployment ({name}) whose pods run the handler.")
+    concurrency: int = Field(4, ge=1, le=10000, description="Jobs in flight per replica.")
+    methods: list[str] | None = Field(None, description="Allow-list of callable methods.")
+    auth: Auth | None = None
+    scaling: Scaling | None = None
+
+
+class HandlerStatus(_Model):
+    conditions: list[Condition] = Field(default_factory=list)
+    observed_generation: int | None = None
+    ready_endpoints: list[str] = Field(default_factory=list)
+    ready: str = Field("0/0", description="Ready endpoints / known endpoints.")
+    methods: list[str] = Field(default_factory=list, description="Discovered via describe.")
+    in_flight: int = 0
+    queued: int = 0
+    replicas: int | None = None
+    ready_replicas: int | None = None
+    desired_replicas: int | None = None
+    last_scale_time: str | None = None
