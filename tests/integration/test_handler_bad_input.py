@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+from typing import Any
 
 import zmq
 import zmq.asyncio
@@ -135,11 +136,13 @@ def test_decoder_only_raises_protocol_errors_on_bytes(raw: bytes) -> None:
 @given(msg=st.dictionaries(st.sampled_from(
     ["v", "id", "type", "runId", "method", "params", "attempt", "deadline", "schedule"]),
     json_values, max_size=9))
-def test_executor_answers_any_json_object(msg: dict) -> None:
+def test_executor_answers_any_json_object(msg: dict, tmp_path_factory: Any) -> None:
     """Arbitrary envelopes: always exactly one well-formed reply, never an exception."""
+    handler = TestHandler()
+    handler.record_path = tmp_path_factory.mktemp("rec") / "executions.jsonl"
 
     async def go() -> dict:
-        ex = Executor(TestHandler(), concurrency=2)
+        ex = Executor(handler, concurrency=2)
         reply = json.loads(await ex.handle(json.dumps(msg).encode()))
         # if something started, let it finish so the executor stays consistent
         await ex.drain(2)

@@ -35,8 +35,8 @@ def structural(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"unsupported union in schema: {schema}")
     out: dict[str, Any] = {}
     for key, value in schema.items():
-        if key in _DROP:
-            continue
+        if key in _DROP and not (key == "default" and isinstance(value, str | int | float | bool)):
+            continue  # scalar defaults stay: the API server fills them, kubectl shows them
         if key == "properties":
             out["properties"] = {k: structural(v, defs) for k, v in value.items()}
         elif key == "items":

@@ -1,0 +1,38 @@
+"""``python -m schedulezero_operator`` / ``schedulezero-operator``: run the operator.
+
+Watches all namespaces by default; ``-n NS`` (repeatable, kopf patterns allowed)
+restricts it. Uses the in-cluster config in a pod, else the current kubeconfig.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="schedulezero-operator", description=__doc__)
+    parser.add_argument("-n", "--namespace", action="append", default=[],
+                        help="namespace (or kopf glob pattern) to watch; repeatable")
+    parser.add_argument("-A", "--all-namespaces", action="store_true",
+                        help="watch every namespace (the default)")
+    parser.add_argument("--liveness", default=None,
+                        help="kopf liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+
+    import kopf
+
+    from . import controllers  # noqa: F401 - registers the kopf handlers
+
+    kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.PLAIN)
+    if not args.verbose:
+        # One "Handler succeeded" line per watch event is noise at our event rates.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    namespaces = args.namespace if args.namespace and not args.all_namespaces else []
+    kopf.run(standalone=True, clusterwide=not namespaces, namespaces=namespaces,
+             liveness_endpoint=args.liveness)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""Thin kopf adapters: watch events in, the engine decides and acts.
+
+``on.event`` (not on.create/on.update) on purpose: reconcile is level-triggered
+on the whole object, kopf writes no progress annotations or finalizers onto the
+users' resources, and our own status writes (which come back as events) cost
+one dictionary comparison.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import kopf
+
+from ..api.models import GROUP, VERSION
+from ..engine import Engine, SystemClock
+from .kube import Kube
+
+log = logging.getLogger("schedulezero.controllers")
+_state: dict[str, Any] = {}
+
+
+def engine() -> Engine:
+    eng: Engine = _state["engine"]
+    return eng
+
+
+@kopf.on.startup()
+async def _startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+    settings.peering.standalone = True
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.posting.level = logging.WARNING
+    eng = Engine(Kube(), SystemClock())
+    _state["engine"] = eng
+    _state["task"] = asyncio.get_running_loop().create_task(eng.run())
+    log.info("engine started as %s", eng.identity)
+
+
+@kopf.on.cleanup()
+async def _cleanup(**_: Any) -> None:
+    eng = _state.pop("engine", None)
+    task = _state.pop("task", None)
+    if task is not None:
+        task.cancel()
+    if eng is not None:
+        await eng.close()
+
+
+@kopf.on.event(GROUP, VERSION, "schedules")
+async def _schedule_event(event: kopf.RawEvent, **_: Any) -> None:
+    obj = event["object"]
+    meta = obj["metadata"]
+    if event["type"] == "DELETED":
+        engine().delete_schedule((meta["namespace"], meta["name"]))
+    else:
+        engine().upsert_schedule(dict(obj))
+
+
+@kopf.on.event(GROUP, VERSION, "handlers")
+async def _handler_event(event: kopf.RawEvent, **_: Any) -> None:
+    obj = event["object"]
+    meta = obj["metadata"]
+    if event["type"] == "DELETED":
+        engine().delete_handler(meta["namespace"], meta["name"])
+    else:
+        engine().upsert_handler(dict(obj))

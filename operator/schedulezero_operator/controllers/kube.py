@@ -1,0 +1,118 @@
+"""The operator's writes to the API server: status patches and Events.
+
+kopf owns the watches; these few writes go through the kubernetes client, run
+in worker threads (the client is synchronous) with bounded concurrency.
+Status patches are JSON merge patches carrying ``metadata.resourceVersion``, so
+the API server rejects them (409) if anything changed since we last looked:
+that precondition is what makes a slot claim exclusive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import logging
+import time
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+from ..api.models import GROUP, VERSION
+from ..engine.engine import Conflict, NotFound
+
+log = logging.getLogger("schedulezero.kube")
+
+
+def load_api_client() -> client.ApiClient:
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    cfg = client.Configuration.get_default_copy()
+    cfg.connection_pool_maxsize = 32
+    return client.ApiClient(cfg)
+
+
+class Kube:
+    def __init__(self, api: client.ApiClient | None = None, max_parallel: int = 16) -> None:
+        self.api = api or load_api_client()
+        self.custom = client.CustomObjectsApi(self.api)
+        self.core = client.CoreV1Api(self.api)
+        self._limit = asyncio.Semaphore(max_parallel)
+        self._event_seen: dict[tuple[str, str, str], float] = {}
+        self.writes = 0
+
+    async def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        async with self._limit:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+
+    async def patch_status(self, plural: str, namespace: str, name: str,
+                           resource_version: str | None, status: dict[str, Any]) -> str:
+        """Merge-patch ``status``; returns the new resourceVersion."""
+        body: dict[str, Any] = {"status": status}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
+        try:
+            self.writes += 1
+            obj = await self._call(
+                self.custom.patch_namespaced_custom_object_status, GROUP, VERSION, namespace,
+                plural, name, body, _content_type="application/merge-patch+json")
+        except ApiException as e:
+            if e.status == 409:
+                raise Conflict(name) from None
+            if e.status == 404:
+                raise NotFound(name) from None
+            raise
+        return str(obj["metadata"]["resourceVersion"])
+
+    async def get(self, plural: str, namespace: str, name: str) -> dict[str, Any]:
+        try:
+            return dict(await self._call(self.custom.get_namespaced_custom_object, GROUP,
+                                         VERSION, namespace, plural, name))
+        except ApiException as e:
+            if e.status == 404:
+                raise NotFound(name) from None
+            raise
+
+    async def read_secret_key(self, namespace: str, name: str, key: str) -> bytes | None:
+        import base64
+
+        try:
+            secret = await self._call(self.core.read_namespaced_secret, name, namespace)
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+        raw = (secret.data or {}).get(key)
+        return base64.b64decode(raw) if raw is not None else None
+
+    async def event(self, obj: dict[str, Any], kind: str, type_: str, reason: str,
+                    message: str, *, every: float = 30.0) -> None:
+        """Post a core/v1 Event, at most one per (object, reason) every ``every`` seconds."""
+        meta = obj["metadata"]
+        key = (meta["uid"], reason, message[:80])
+        now = time.monotonic()
+        if now - self._event_seen.get(key, -1e9) < every:
+            return
+        self._event_seen[key] = now
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {"apiVersion": f"{GROUP}/{VERSION}", "kind": kind,
+                               "name": meta["name"], "namespace": meta["namespace"],
+                               "uid": meta["uid"]},
+            "reason": reason, "message": message[:1024], "type": type_,
+            "source": {"component": "schedulezero-operator"},
+            "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
+            "reportingComponent": "schedulezero-operator",
+        }
+        try:
+            await self._call(self.core.create_namespaced_event, meta["namespace"], body)
+        except ApiException as e:
+            log.warning("could not post event %s on %s: %s", reason, meta["name"], e.reason)
+
+
+def compact(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"), default=str)

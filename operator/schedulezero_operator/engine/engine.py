@@ -1,0 +1,868 @@
+"""The firing engine: timers -> claim -> dispatch -> retry -> record.
+
+Schedules and Handlers arrive as watch events (level-triggered: every event
+carries the whole object and ``upsert_*`` converges on it). Decisions are the
+pure functions in ``timing`` and ``decisions``; this module performs them.
+
+Firing path: the next slot of each Schedule is *claimed ahead of time* in its
+status (with a resourceVersion precondition) in the same write that records the
+previous slot, so when the timer fires the run is dispatched with no API call in
+between. Status writes are coalesced per Schedule (at most one in flight, the
+newest state wins), so frequent schedules cost at most one write per run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import heapq
+import itertools
+import logging
+import os
+import random
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pydantic import ValidationError
+
+from ..api.models import RUN_NOW_ANNOTATION, HandlerSpec, ScheduleSpec
+from ..dispatch import Dispatcher, DispatchResult, Endpoint, EndpointPool
+from ..timing import (
+    Trigger,
+    TriggerError,
+    backoff_delay,
+    catch_up,
+    jitter_offset,
+    next_fire,
+    parse_duration,
+    parse_trigger,
+    slots_between,
+)
+from . import decisions as d
+from .clock import Clock
+from .timers import TimerQueue
+
+log = logging.getLogger("schedulezero.engine")
+UTC = dt.UTC
+NO_ENDPOINT_WAIT = 300.0  # seconds a run waits for a Ready endpoint without a deadline
+CLAIM_GRACE = dt.timedelta(seconds=30)
+FLUSH_INTERVAL = 0.05  # coalescing window of status writes
+
+
+class KubeApi(Protocol):
+    async def patch_status(self, plural: str, namespace: str, name: str,
+                           resource_version: str | None, status: dict[str, Any]) -> str: ...
+
+    async def get(self, plural: str, namespace: str, name: str) -> dict[str, Any]: ...
+
+    async def event(self, obj: dict[str, Any], kind: str, type_: str, reason: str,
+                    message: str, *, every: float = 30.0) -> None: ...
+
+    async def read_secret_key(self, namespace: str, name: str, key: str) -> bytes | None: ...
+
+
+def iso(t: dt.datetime | None) -> str | None:
+    if t is None:
+        return None
+    t = t.astimezone(UTC)
+    return t.strftime("%Y-%m-%dT%H:%M:%S") + (f".{t.microsecond // 1000:03d}Z"
+                                              if t.microsecond else "Z")
+
+
+def parse_iso(s: str | None) -> dt.datetime | None:
+    if not s:
+        return None
+    return dt.datetime.fromisoformat(s.replace("Z", "+00:00")).astimezone(UTC)
+
+
+class Conflict(Exception):
+    """The write's resourceVersion precondition failed (HTTP 409)."""
+
+
+class NotFound(Exception):
+    """The object is gone (HTTP 404)."""
+
+
+# -- state ----------------------------------------------------------------------
+@dataclass
+class Run:
+    run_id: str
+    slot: dt.datetime
+    fire_at: dt.datetime
+    attempt: int = 1
+    start: dt.datetime | None = None
+    endpoint: str | None = None
+    task: asyncio.Task[None] | None = None
+    cancelled: bool = False
+    current: Endpoint | None = None
+
+
+@dataclass
+class ScheduleState:
+    namespace: str
+    name: str
+    uid: str
+    body: dict[str, Any]
+    generation: int = 0
+    spec: ScheduleSpec | None = None
+    trigger: Trigger | None = None
+    invalid: str | None = None
+    resource_version: str | None = None
+    status: dict[str, Any] = field(default_factory=dict)
+    active: dict[str, Run] = field(default_factory=dict)
+    buffered: Run | None = None
+    next_slot: dt.datetime | None = None
+    claim_confirmed: dt.datetime | None = None
+    claim_lost: bool = False
+    paused_generation: int | None = None
+    dirty: bool = False
+    writing: bool = False
+    deleted: bool = False
+    conditions: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.namespace, self.name)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass
+class HandlerState:
+    namespace: str
+    name: str
+    body: dict[str, Any] | None = None
+    spec: HandlerSpec | None = None
+    pool: EndpointPool = field(default_factory=EndpointPool)
+    waiters: list[tuple[int, int, asyncio.Future[Endpoint]]] = field(default_factory=list)
+    methods: list[str] = field(default_factory=list)
+    known_endpoints: list[Endpoint] = field(default_factory=list)
+    secret: bytes | None = None
+    resource_version: str | None = None
+    dirty: bool = False
+    writing: bool = False
+    last_status: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def queued(self) -> int:
+        return sum(1 for _, _, f in self.waiters if not f.done())
+
+
+# -- engine ---------------------------------------------------------------------
+class Engine:
+    def __init__(self, kube: KubeApi, clock: Clock, dispatcher: Dispatcher | None = None,
+                 identity: str | None = None, rng: random.Random | None = None) -> None:
+        self.kube = kube
+        self.clock = clock
+        self.dispatcher = dispatcher or Dispatcher()
+        self.identity = identity or f"{socket.gethostname()}-{os.getpid()}"
+        self.rng = rng or random.Random()
+        self.timers = TimerQueue(clock)
+        self.schedules: dict[tuple[str, str], ScheduleState] = {}
+        self.handlers: dict[tuple[str, str], HandlerState] = {}
+        self._seq = itertools.count()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._flush_wake = asyncio.Event()
+        self.lateness_ms: list[float] = []
+        # Called with the HandlerState whenever its demand changes (scaling hooks in here).
+        self.on_demand_change: Callable[[HandlerState], None] | None = None
+
+    # -- lifecycle ---------------------------------------------------------------
+    async def run(self) -> None:
+        self._spawn(self.timers.run())
+        self._spawn(self._flusher())
+        self._spawn(self._probe_handlers_forever())
+        await asyncio.Event().wait()
+
+    def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await self.dispatcher.close()
+
+    # -- schedules: watch events ---------------------------------------------------
+    def upsert_schedule(self, body: dict[str, Any]) -> None:
+        meta = body["metadata"]
+        key = (meta["namespace"], meta["name"])
+        state = self.schedules.get(key)
+        if state is not None and state.uid != meta["uid"]:
+            self.delete_schedule(key)  # same name, new object
+            state = None
+        generation = int(meta.get("generation") or 0)
+        if state is None:
+            state = ScheduleState(meta["namespace"], meta["name"], meta["uid"], body)
+            state.resource_version = meta.get("resourceVersion")
+            state.status = dict(body.get("status") or {})
+            self.schedules[key] = state
+            self._configure(state, body, generation, first=True)
+        elif generation != state.generation:
+            state.body = body
+            state.resource_version = meta.get("resourceVersion")
+            self._configure(state, body, generation, first=False)
+        else:
+            state.body = body
+        self._check_run_now(state, body)
+
+    def delete_schedule(self, key: tuple[str, str]) -> None:
+        state = self.schedules.pop(key, None)
+        if state is None:
+            return
+        state.deleted = True
+        self.timers.cancel(key)
+        for run in state.active.values():
+            if run.task:
+                run.task.cancel()
+
+    def _configure(self, state: ScheduleState, body: dict[str, Any], generation: int,
+                   first: bool) -> None:
+        state.generation = generation
+        state.body = body
+        self.timers.cancel(state.key)
+        try:
+            spec = ScheduleSpec.model_validate(body.get("spec") or {})
+            created = parse_iso(body["metadata"].get("creationTimestamp")) or self.clock.now()
+            trigger = parse_trigger(schedule=spec.schedule, interval=spec.interval, at=spec.at,
+                                    time_zone=spec.time_zone, start_time=spec.start_time,
+                                    end_time=spec.end_time, anchor=created)
+            if spec.jitter:
+                parse_duration(spec.jitter)
+        except (ValidationError, TriggerError) as e:
+            message = _validation_message(e)
+            state.spec, state.trigger, state.invalid = None, None, message
+            self._condition(state, "Ready", False, "InvalidSchedule", message)
+            self._warn(state, "InvalidSchedule", message)
+            self._mark(state)
+            return
+        state.spec, state.trigger, state.invalid = spec, trigger, None
+        if state.paused_generation is not None and state.paused_generation != generation:
+            state.paused_generation = None
+            state.status["consecutiveFailures"] = 0
+        if first:
+            self._recover(state)
+        self._check_handler(state)
+        self._arm(state, self.clock.now(), catching_up=first)
+
+    def _recover(self, state: ScheduleState) -> None:
+        """First sight (operator start): resolve runs a previous operator left active."""
+        status = state.status
+        if status.get("consecutiveFailures") and state.spec and d.should_pause(
+                int(status["consecutiveFailures"]), state.spec.pause_after_failures):
+            state.paused_generation = state.generation
+        for entry in status.get("active") or []:
+            slot = parse_iso(entry.get("scheduledTime")) or self.clock.now()
+            attempt = int(entry.get("attempt") or 1)
+            run = Run(entry["runId"], slot, slot, attempt=attempt)
+            assert state.spec is not None
+            if attempt < state.spec.retry.max_attempts:
+                # Same run id: a handler that still has it running joins, not re-runs.
+                run.attempt = attempt + 1
+                log.info("%s: resuming run %s left active by a previous operator (attempt %d)",
+                         state.ref, run.run_id, run.attempt)
+                self._start(state, run)
+            else:
+                self._record(state, run, "Failed", message="operator restarted during the "
+                             "last attempt; no attempts left")
+
+    # -- timing ----------------------------------------------------------------------
+    def _arm(self, state: ScheduleState, now: dt.datetime, catching_up: bool) -> None:
+        """Set the Schedule's next timer; after a restart, first handle missed slots."""
+        spec, trigger = state.spec, state.trigger
+        assert spec is not None and trigger is not None
+        last = parse_iso(state.status.get("lastScheduleTime"))
+        created = parse_iso(state.body["metadata"].get("creationTimestamp")) or now
+        if catching_up:
+            since = last or created - dt.timedelta(microseconds=1)
+            slots, cut = slots_between(trigger, since, now, cap=max(spec.catch_up.max_runs, 1)
+                                       * 10 + 10)
+            if slots:
+                plan = catch_up(slots, cut, now, policy=spec.catch_up.policy,
+                                max_runs=spec.catch_up.max_runs,
+                                starting_deadline=spec.starting_deadline_seconds)
+                self._record_missed(state, plan.missed, cut)
+                for slot in plan.run:
+                    self._fire(state, slot, late=True)
+                last = slots[-1]
+        after = max(now, last) if last else now
+        self._set_next(state, next_fire(trigger, after))
+
+    def _set_next(self, state: ScheduleState, slot: dt.datetime | None) -> None:
+        state.next_slot = slot
+        state.claim_lost = False
+        if slot is None or self._stopped(state):
+            self.timers.cancel(state.key)
+            self._mark(state)
+            return
+        spec, trigger = state.spec, state.trigger
+        assert spec is not None and trigger is not None
+        fire_at = slot
+        if spec.jitter:
+            following = next_fire(trigger, slot)
+            gap = (following - slot).total_seconds() if following else None
+            fire_at = slot + dt.timedelta(seconds=jitter_offset(
+                d.run_id_for(state.uid, slot), parse_duration(spec.jitter), gap))
+        key = state.key
+        self.timers.schedule(key, fire_at, lambda: self._on_timer(key, slot, fire_at))
+        self._mark(state)  # writes the claim for `slot` (with the previous run's record)
+
+    def _stopped(self, state: ScheduleState) -> bool:
+        spec = state.spec
+        return spec is None or spec.suspend or state.paused_generation is not None
+
+    def _on_timer(self, key: tuple[str, str], slot: dt.datetime, fire_at: dt.datetime) -> None:
+        state = self.schedules.get(key)
+        if state is None or state.trigger is None:
+            return
+        if state.claim_lost:
+            log.info("%s: slot %s claimed by another operator; not firing", state.ref, iso(slot))
+        elif state.claim_confirmed != slot:
+            # Our claim write has not landed yet (only right after start-up): wait for it.
+            self._spawn(self._fire_when_claimed(state, slot, fire_at))
+            return
+        else:
+            self._fire(state, slot, fire_at=fire_at)
+        self._set_next(state, next_fire(state.trigger, slot))
+
+    async def _fire_when_claimed(self, state: ScheduleState, slot: dt.datetime,
+                                 fire_at: dt.datetime) -> None:
+        for _ in range(100):
+            if state.claim_confirmed == slot or state.claim_lost or state.deleted:
+                break
+            await asyncio.sleep(0.02)
+        if state.claim_confirmed == slot and not state.deleted:
+            self._fire(state, slot, fire_at=fire_at)
+        if state.trigger is not None and not state.deleted:
+            self._set_next(state, next_fire(state.trigger, slot))
+
+    # -- firing ------------------------------------------------------------------------
+    def _fire(self, state: ScheduleState, slot: dt.datetime, *, fire_at: dt.datetime | None = None,
+              late: bool = False, run_id: str | None = None, policy: str | None = None) -> None:
+        spec = state.spec
+        assert spec is not None
+        run = Run(run_id or d.run_id_for(state.uid, slot), slot, fire_at or slot)
+        if run_id is None:
+            state.status["lastScheduleTime"] = iso(slot)
+        if run.run_id in state.active:
+            return  # already running (e.g. a catch-up of a slot being resumed)
+        action = d.on_slot_due(policy or spec.concurrency_policy, len(state.active))
+        if action == "skip":
+            self._record(state, run, "Skipped", message="previous run still active "
+                         "(concurrencyPolicy Forbid)")
+            return
+        if action == "replace":
+            for other in list(state.active.values()):
+                self._cancel_run(state, other)
+        if action == "buffer":
+            if state.buffered is not None:
+                self._record(state, state.buffered, "Skipped",
+                             message="replaced by a newer buffered run (BufferOne)")
+            state.buffered = run
+            self._mark(state)
+            return
+        self._start(state, run)
+
+    def _start(self, state: ScheduleState, run: Run) -> None:
+        state.active[run.run_id] = run
+        run.task = self._spawn(self._execute(state, run))
+        self._mark(state)
+
+    def _cancel_run(self, state: ScheduleState, run: Run) -> None:
+        run.cancelled = True
+        if run.task is not None:
+            run.task.cancel()
+        if run.current is not None:
+            self._spawn(self.dispatcher.cancel(run.current, run.run_id))
+
+    async def _execute(self, state: ScheduleState, run: Run) -> None:
+        spec = state.spec
+        assert spec is not None
+        handler = self._handler(state.namespace, spec.handler)
+        result: DispatchResult | None = None
+        outcome, message = "Failed", ""
+        try:
+            while True:
+                wait = spec.starting_deadline_seconds or NO_ENDPOINT_WAIT
+                endpoint = await self._acquire(handler, spec.priority, wait,
+                                               avoid=run.endpoint)
+                if endpoint is None:
+                    outcome = "Missed"
+                    message = (f"no Ready endpoint of handler {spec.handler} within {wait:g}s"
+                               if self._handler_exists(state) else
+                               f"handler {spec.handler} not found in {state.namespace}")
+                    break
+                run.current = endpoint
+                run.endpoint = str(endpoint)
+                now = self.clock.now()
+                if run.start is None:
+                    run.start = now
+                    lateness = (now - run.fire_at).total_seconds() * 1000
+                    self.lateness_ms.append(lateness)
+                    self._mark(state)
+                deadline = now + dt.timedelta(seconds=spec.timeout_seconds)
+                try:
+                    result = await self.dispatcher.execute(
+                        endpoint, run_id=run.run_id, method=spec.method, params=spec.params,
+                        timeout=spec.timeout_seconds, schedule=state.ref,
+                        scheduled_time=iso(run.slot), attempt=run.attempt,
+                        deadline=iso(deadline))
+                finally:
+                    handler.pool.release(endpoint)
+                    run.current = None
+                    self._wake_waiters(handler)
+                verdict = d.after_attempt(ok=result.ok, retryable=result.retryable,
+                                          error_type=result.error_type, attempt=run.attempt,
+                                          max_attempts=spec.retry.max_attempts)
+                if not verdict.retry:
+                    outcome = verdict.outcome or "Failed"
+                    message = "" if result.ok else f"{result.error_type}: {result.message}"
+                    break
+                delay = backoff_delay(
+                    run.attempt, initial=parse_duration(spec.retry.backoff.initial),
+                    maximum=parse_duration(spec.retry.backoff.max),
+                    multiplier=spec.retry.backoff.multiplier, jitter=spec.retry.jitter,
+                    random_fraction=self.rng.random())
+                log.info("%s: run %s attempt %d failed (%s: %s); retrying in %.2fs", state.ref,
+                         run.run_id, run.attempt, result.error_type, result.message, delay)
+                state.status.setdefault("counters", {})
+                _bump(state.status, "retried")
+                run.attempt += 1
+                self._mark(state)
+                await asyncio.sleep(delay)
+        except asyncio.CancelledError:
+            if state.deleted:
+                return
+            outcome, message = "Cancelled", "replaced by a newer run (concurrencyPolicy Replace)"
+        except Exception as e:
+            log.exception("%s: run %s crashed", state.ref, run.run_id)
+            outcome, message = "Failed", f"operator error: {e}"
+        self._record(state, run, outcome, message=message, result=result)
+
+    # -- handlers & endpoints ------------------------------------------------------
+    def _handler(self, namespace: str, name: str) -> HandlerState:
+        key = (namespace, name)
+        h = self.handlers.get(key)
+        if h is None:
+            h = self.handlers[key] = HandlerState(namespace, name)
+        return h
+
+    def _handler_exists(self, state: ScheduleState) -> bool:
+        assert state.spec is not None
+        h = self.handlers.get((state.namespace, state.spec.handler))
+        return h is not None and h.body is not None
+
+    async def _acquire(self, h: HandlerState, priority: str, wait: float,
+                       avoid: str | None) -> Endpoint | None:
+        avoid_key = next((e.key for e in h.pool.ready_endpoints if str(e) == avoid), None)
+        if not h.waiters:
+            ep = h.pool.acquire(avoid=avoid_key)
+            if ep is not None:
+                return ep
+        fut: asyncio.Future[Endpoint] = asyncio.get_running_loop().create_future()
+        heapq.heappush(h.waiters, (d.PRIORITY_RANK[priority], next(self._seq), fut))
+        self._demand_changed(h)
+        try:
+            async with asyncio.timeout(wait):
+                return await fut
+        except TimeoutError:
+            # A slot handed over just as the wait ran out is still ours to use.
+            return fut.result() if fut.done() and not fut.cancelled() else None
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                h.pool.release(fut.result())
+                self._wake_waiters(h)
+            raise
+        finally:
+            if not fut.done():
+                fut.cancel()
+            self._demand_changed(h)
+
+    def _wake_waiters(self, h: HandlerState) -> None:
+        while h.waiters:
+            _, _, fut = h.waiters[0]
+            if fut.done():
+                heapq.heappop(h.waiters)
+                continue
+            ep = h.pool.acquire()
+            if ep is None:
+                break
+            heapq.heappop(h.waiters)
+            fut.set_result(ep)
+        self._demand_changed(h)
+
+    def _demand_changed(self, h: HandlerState) -> None:
+        h.dirty = True
+        self._flush_wake.set()
+        if self.on_demand_change is not None:
+            self.on_demand_change(h)
+
+    def upsert_handler(self, body: dict[str, Any]) -> None:
+        meta = body["metadata"]
+        h = self._handler(meta["namespace"], meta["name"])
+        h.body = body
+        h.resource_version = meta.get("resourceVersion")
+        try:
+            h.spec = HandlerSpec.model_validate(body.get("spec") or {})
+        except ValidationError as e:
+            h.spec = None
+            self._spawn(self.kube.event(body, "Handler", "Warning", "InvalidHandler",
+                                        _validation_message(e)))
+            return
+        if h.spec.endpoints is not None:
+            h.known_endpoints = [_endpoint(a, h.spec.protocol) for a in h.spec.endpoints]
+        h.pool.capacity_per_endpoint = h.spec.concurrency
+        if h.spec.protocol == "zmq-legacy":
+            h.pool.capacity_per_endpoint = 1  # a REP socket serves one request at a time
+        self._spawn(self._refresh_handler(h))
+        for s in self.schedules.values():
+            if s.namespace == h.namespace and s.spec and s.spec.handler == h.name:
+                self._check_handler(s)
+
+    def set_handler_endpoints(self, namespace: str, name: str, endpoints: list[Endpoint]) -> None:
+        """Ready endpoints from pod discovery (Deployment-backed handlers)."""
+        h = self._handler(namespace, name)
+        h.known_endpoints = endpoints
+        self._spawn(self._refresh_handler(h))
+
+    def delete_handler(self, namespace: str, name: str) -> None:
+        h = self.handlers.get((namespace, name))
+        if h is not None:
+            h.body, h.spec = None, None
+            h.pool.set_ready([])
+            for s in self.schedules.values():
+                if s.namespace == namespace and s.spec and s.spec.handler == name:
+                    self._check_handler(s)
+
+    async def _refresh_handler(self, h: HandlerState) -> None:
+        """Probe known endpoints (describe); the ones that answer are Ready."""
+        if h.spec is None:
+            return
+        if h.spec.auth is not None:
+            ref = h.spec.auth.secret_ref
+            h.secret = await self.kube.read_secret_key(h.namespace, ref.name, ref.key)
+        for e in h.known_endpoints:
+            self.dispatcher.set_secret(e, h.secret)
+        results = await asyncio.gather(*[self.dispatcher.describe(e, timeout=2.0)
+                                         for e in h.known_endpoints])
+        ready = [r.endpoint for r in results if r.ok]
+        methods: set[str] = set()
+        for r in results:
+            if r.ok and isinstance(r.result, dict):
+                methods.update(m["name"] for m in r.result.get("methods", []))
+        h.methods = sorted(methods)
+        h.pool.set_ready(ready, capacity=h.pool.capacity_per_endpoint)
+        self._wake_waiters(h)
+        h.dirty = True
+        self._flush_wake.set()
+        for s in self.schedules.values():
+            if s.namespace == h.namespace and s.spec and s.spec.handler == h.name:
+                self._check_handler(s)
+
+    async def _probe_handlers_forever(self, every: float = 10.0) -> None:
+        while True:
+            await asyncio.sleep(every)
+            for h in list(self.handlers.values()):
+                if h.spec is not None:
+                    try:
+                        await self._refresh_handler(h)
+                    except Exception:
+                        log.exception("probing handler %s/%s failed", h.namespace, h.name)
+
+    def _check_handler(self, state: ScheduleState) -> None:
+        """Conditions only the operator can know: does the handler/method exist?"""
+        spec = state.spec
+        if spec is None:
+            return
+        h = self.handlers.get((state.namespace, spec.handler))
+        if h is None or h.body is None:
+            msg = (f"Handler {spec.handler!r} not found in namespace {state.namespace}: "
+                   "create it, or fix spec.handler; runs wait for it and are recorded as "
+                   "Missed if it does not appear in time")
+            self._condition(state, "HandlerReady", False, "HandlerNotFound", msg)
+            self._warn(state, "HandlerNotFound", msg)
+        elif h.spec is not None and h.spec.methods is not None and \
+                spec.method not in h.spec.methods:
+            msg = (f"method {spec.method!r} is not in Handler {spec.handler}'s allow-list "
+                   f"({', '.join(h.spec.methods)})")
+            self._condition(state, "HandlerReady", False, "UnknownMethod", msg)
+            self._warn(state, "UnknownMethod", msg)
+        elif h.methods and spec.method not in h.methods:
+            msg = (f"handler {spec.handler} does not offer method {spec.method!r}; it offers "
+                   f"{', '.join(h.methods)}")
+            self._condition(state, "HandlerReady", False, "UnknownMethod", msg)
+            self._warn(state, "UnknownMethod", msg)
+        elif not h.pool.ready_endpoints:
+            msg = (f"handler {spec.handler} has no Ready endpoint; runs wait up to "
+                   f"{spec.starting_deadline_seconds or NO_ENDPOINT_WAIT:g}s for one")
+            self._condition(state, "HandlerReady", False, "NoReadyEndpoint", msg)
+            self._warn(state, "NoReadyEndpoint", msg, every=120)
+        else:
+            self._condition(state, "HandlerReady", True, "EndpointsReady",
+                            f"{len(h.pool.ready_endpoints)} Ready endpoint(s)")
+        self._mark(state)
+
+    # -- run-now ---------------------------------------------------------------------
+    def _check_run_now(self, state: ScheduleState, body: dict[str, Any]) -> None:
+        value = (body["metadata"].get("annotations") or {}).get(RUN_NOW_ANNOTATION)
+        if not value or value == state.status.get("lastRunNow") or state.spec is None:
+            return
+        state.status["lastRunNow"] = value
+        now = self.clock.now()
+        log.info("%s: run-now %r", state.ref, value)
+        self._fire(state, now, run_id=d.run_now_id(state.uid, value), policy="Allow")
+        self._mark(state)
+
+    # -- recording -------------------------------------------------------------------
+    def _record(self, state: ScheduleState, run: Run, outcome: str, *, message: str = "",
+                result: DispatchResult | None = None) -> None:
+        state.active.pop(run.run_id, None)
+        spec = state.spec
+        now = self.clock.now()
+        status = state.status
+        entry = {
+            "runId": run.run_id, "scheduledTime": iso(run.slot), "startTime": iso(run.start),
+            "finishTime": iso(now), "outcome": outcome, "attempts": run.attempt,
+            "endpoint": run.endpoint,
+            "latencyMs": round((run.start - run.fire_at).total_seconds() * 1000, 3)
+            if run.start else None,
+            "durationMs": round((now - run.start).total_seconds() * 1000, 3)
+            if run.start else None,
+            "message": message[:1024],
+            "result": d.truncate_result(result.result) if result and result.ok else None,
+        }
+        history = [entry, *(status.get("recentRuns") or [])]
+        status["recentRuns"] = d.trim_history(
+            history, spec.successful_runs_history_limit if spec else 5,
+            spec.failed_runs_history_limit if spec else 5)
+        counter = {"Succeeded": "succeeded", "Failed": "failed", "TimedOut": "failed",
+                   "Skipped": "skipped", "Missed": "missed", "Cancelled": "failed"}[outcome]
+        if outcome not in ("Skipped", "Missed"):
+            _bump(status, "runs")
+        _bump(status, counter)
+        status["lastResult"] = outcome
+        if outcome == "Succeeded":
+            status["lastSuccessfulTime"] = iso(now)
+            status["consecutiveFailures"] = 0
+        elif outcome in ("Failed", "TimedOut"):
+            status["lastFailureTime"] = iso(now)
+            status["consecutiveFailures"] = int(status.get("consecutiveFailures") or 0) + 1
+            self._warn(state, f"Run{outcome}", f"run {run.run_id} {outcome.lower()} after "
+                       f"{run.attempt} attempt(s): {message}", every=0)
+            if spec and d.should_pause(status["consecutiveFailures"], spec.pause_after_failures):
+                state.paused_generation = state.generation
+                self.timers.cancel(state.key)
+                msg = (f"paused after {status['consecutiveFailures']} consecutive failed runs "
+                       "(pauseAfterFailures); change the spec to resume")
+                self._condition(state, "Ready", False, "PausedAfterFailures", msg)
+                self._warn(state, "PausedAfterFailures", msg, every=0)
+        elif outcome == "Missed":
+            self._warn(state, "RunMissed", f"run {run.run_id}: {message}")
+        if state.buffered is not None and not state.active:
+            buffered, state.buffered = state.buffered, None
+            self._start(state, buffered)
+        self._mark(state)
+
+    def _record_missed(self, state: ScheduleState, slots: list[dt.datetime], cut: bool) -> None:
+        if not slots:
+            return
+        for slot in slots[-3:]:  # a few entries in history; the counter has them all
+            run = Run(d.run_id_for(state.uid, slot), slot, slot, attempt=0)
+            entry_msg = "missed while no operator was running (catch-up policy)"
+            self._record(state, run, "Missed", message=entry_msg)
+        extra = len(slots) - min(3, len(slots))
+        if extra:
+            state.status.setdefault("counters", {})
+            state.status["counters"]["missed"] = int(
+                state.status["counters"].get("missed") or 0) + extra
+        self._warn(state, "MissedSlots", f"{len(slots)}{'+' if cut else ''} slot(s) missed "
+                   "while no operator was running")
+
+    def _condition(self, state: ScheduleState, kind: str, ok: bool, reason: str,
+                   message: str) -> None:
+        current = state.conditions.get(kind)
+        status = "True" if ok else "False"
+        if current and current["status"] == status and current["reason"] == reason and \
+                current["message"] == message:
+            return
+        changed = not current or current["status"] != status
+        state.conditions[kind] = {
+            "type": kind, "status": status, "reason": reason, "message": message,
+            "lastTransitionTime": iso(self.clock.now()) if changed or not current
+            else current.get("lastTransitionTime"),
+            "observedGeneration": state.generation,
+        }
+
+    def _warn(self, state: ScheduleState, reason: str, message: str, every: float = 60) -> None:
+        self._spawn(self.kube.event(state.body, "Schedule", "Warning", reason, message,
+                                    every=every))
+
+    # -- status writes -------------------------------------------------------------
+    def _mark(self, state: ScheduleState) -> None:
+        state.dirty = True
+        self._flush_wake.set()
+
+    def build_status(self, state: ScheduleState) -> dict[str, Any]:
+        spec = state.spec
+        status = state.status
+        if spec is not None and state.invalid is None:
+            if state.paused_generation is not None:
+                pass  # Ready=False PausedAfterFailures is already set
+            elif spec.suspend:
+                self._condition(state, "Ready", True, "Suspended",
+                                "suspended: no scheduled runs (run-now still works)")
+            elif state.next_slot is None:
+                self._condition(state, "Ready", True, "NoMoreRuns",
+                                "the trigger has no future fire time")
+            else:
+                self._condition(state, "Ready", True, "Scheduled",
+                                f"next run at {iso(state.next_slot)}")
+        if spec is not None:
+            self._condition(state, "Suspended", spec.suspend,
+                            "Suspended" if spec.suspend else "Active",
+                            "spec.suspend is true" if spec.suspend else "firing on schedule")
+        claim = None
+        if state.next_slot is not None and not self._stopped(state) and not state.claim_lost:
+            claim = {"holder": self.identity,
+                     "runId": d.run_id_for(state.uid, state.next_slot),
+                     "scheduledTime": iso(state.next_slot),
+                     "expires": iso(state.next_slot + CLAIM_GRACE)}
+        trigger = state.trigger.description if state.trigger else None
+        if state.trigger and state.trigger.kind == "interval":
+            trigger = f"every {state.trigger.expression}"
+        return {
+            "conditions": list(state.conditions.values()),
+            "observedGeneration": state.generation,
+            "trigger": trigger,
+            "nextRunTime": iso(state.next_slot) if claim else None,
+            "lastScheduleTime": status.get("lastScheduleTime"),
+            "lastSuccessfulTime": status.get("lastSuccessfulTime"),
+            "lastFailureTime": status.get("lastFailureTime"),
+            "active": [{"runId": r.run_id, "scheduledTime": iso(r.slot),
+                        "startTime": iso(r.start), "attempt": r.attempt,
+                        "endpoint": r.endpoint} for r in state.active.values()],
+            "recentRuns": status.get("recentRuns") or [],
+            "counters": {k: int((status.get("counters") or {}).get(k) or 0) for k in
+                         ("runs", "succeeded", "failed", "retried", "skipped", "missed")},
+            "claim": claim,
+            "lastRunNow": status.get("lastRunNow"),
+            "consecutiveFailures": int(status.get("consecutiveFailures") or 0),
+            "lastResult": status.get("lastResult"),
+        }
+
+    async def _flusher(self) -> None:
+        while True:
+            await self._flush_wake.wait()
+            self._flush_wake.clear()
+            await asyncio.sleep(FLUSH_INTERVAL)  # coalesce what changes meanwhile
+            for state in list(self.schedules.values()):
+                if state.dirty and not state.writing:
+                    state.writing = True
+                    self._spawn(self._write_schedule(state))
+            for h in list(self.handlers.values()):
+                if h.dirty and not h.writing and h.body is not None:
+                    h.writing = True
+                    self._spawn(self._write_handler(h))
+
+    async def _write_schedule(self, state: ScheduleState) -> None:
+        try:
+            for _ in range(5):
+                state.dirty = False
+                status = self.build_status(state)
+                try:
+                    state.resource_version = await self.kube.patch_status(
+                        "schedules", state.namespace, state.name, state.resource_version,
+                        status)
+                    claim = status.get("claim")
+                    state.claim_confirmed = parse_iso(claim["scheduledTime"]) if claim else None
+                    return
+                except Conflict:
+                    fresh = await self.kube.get("schedules", state.namespace, state.name)
+                    state.resource_version = fresh["metadata"]["resourceVersion"]
+                    other = (fresh.get("status") or {}).get("claim") or {}
+                    expires = parse_iso(other.get("expires"))
+                    if other.get("holder") not in (None, self.identity) and expires and \
+                            expires > self.clock.now() and state.next_slot is not None and \
+                            parse_iso(other.get("scheduledTime")) == state.next_slot:
+                        log.warning("%s: slot %s is claimed by %s", state.ref,
+                                    other.get("scheduledTime"), other.get("holder"))
+                        state.claim_lost = True
+                    state.dirty = True
+            log.warning("%s: status write kept conflicting; will retry", state.ref)
+        except NotFound:
+            self.delete_schedule(state.key)
+        except Exception:
+            log.exception("%s: status write failed", state.ref)
+            state.dirty = True
+            await asyncio.sleep(1)
+        finally:
+            state.writing = False
+            if state.dirty:
+                self._flush_wake.set()
+
+    async def _write_handler(self, h: HandlerState) -> None:
+        try:
+            h.dirty = False
+            status = self.build_handler_status(h)
+            if status == h.last_status:
+                return
+            await self.kube.patch_status("handlers", h.namespace, h.name, None, status)
+            h.last_status = status
+        except Exception as e:  # noqa: BLE001
+            log.warning("handler %s/%s status write failed: %s", h.namespace, h.name, e)
+        finally:
+            h.writing = False
+
+    def build_handler_status(self, h: HandlerState) -> dict[str, Any]:
+        ready = [str(e) if e.pod else f"{e.host}:{e.port}" for e in h.pool.ready_endpoints]
+        known = len(h.known_endpoints)
+        available = bool(ready)
+        now = iso(self.clock.now())
+        previous = {c["type"]: c for c in h.last_status.get("conditions", [])}
+
+        def cond(kind: str, ok: bool, reason: str, message: str) -> dict[str, Any]:
+            status = "True" if ok else "False"
+            prev = previous.get(kind)
+            since = prev["lastTransitionTime"] if prev and prev["status"] == status else now
+            return {"type": kind, "status": status, "reason": reason, "message": message,
+                    "lastTransitionTime": since}
+
+        return {
+            "conditions": [
+                cond("Available", available, "EndpointsReady" if available else "NoEndpoints",
+                     f"{len(ready)}/{known} endpoint(s) answer describe"),
+                cond("Degraded", len(ready) < known, "EndpointsDown" if len(ready) < known
+                     else "AllReady", f"{known - len(ready)} endpoint(s) not answering"),
+            ],
+            "readyEndpoints": ready,
+            "ready": f"{len(ready)}/{known}",
+            "methods": h.methods,
+            "inFlight": h.pool.in_flight,
+            "queued": h.queued,
+        }
+
+
+def _bump(status: dict[str, Any], counter: str) -> None:
+    counters = status.setdefault("counters", {})
+    counters[counter] = int(counters.get(counter) or 0) + 1
+
+
+def _endpoint(address: str, protocol: str) -> Endpoint:
+    host, _, port = address.rpartition(":")
+    return Endpoint(host, int(port), protocol)
+
+
+def _validation_message(e: Exception) -> str:
+    if isinstance(e, ValidationError):
+        parts = []
+        for err in e.errors()[:5]:
+            where = ".".join(str(x) for x in err["loc"])
+            parts.append(f"spec.{where}: {err['msg']}")
+        return "invalid spec: " + "; ".join(parts)
+    return str(e)
