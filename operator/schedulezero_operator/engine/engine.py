@@ -279,8 +279,10 @@ class Engine:
         assert spec is not None and trigger is not None
         last = parse_iso(state.status.get("lastScheduleTime"))
         created = parse_iso(state.body["metadata"].get("creationTimestamp")) or now
-        if catching_up:
-            since = last or created - dt.timedelta(microseconds=1)
+        if catching_up and not self._stopped(state):
+            # Only on first sight (operator start): slots missed while no operator ran.
+            # Time spent suspended or paused is not caught up.
+            since = last or created
             slots, cut = slots_between(trigger, since, now, cap=max(spec.catch_up.max_runs, 1)
                                        * 10 + 10)
             if slots:

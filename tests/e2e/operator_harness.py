@@ -1,0 +1,90 @@
+"""Processes the e2e tests run next to the cluster: the operator and SDK handlers.
+
+The operator runs exactly as users run it (``python -m schedulezero_operator``
+against the kubeconfig); handlers run as real SDK processes on loopback, and
+record every execution to a JSON-lines file the tests read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Proc:
+    def __init__(self, argv: list[str], log: Path, env: dict[str, str] | None = None) -> None:
+        self.argv, self.log, self.env = argv, log, env
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT,
+                                         cwd=REPO, env={**os.environ, **(self.env or {})},
+                                         start_new_session=True)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, sig)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def tail(self, n: int = 4000) -> str:
+        return self.log.read_text()[-n:] if self.log.exists() else ""
+
+
+class OperatorProcess(Proc):
+    def __init__(self, log: Path) -> None:
+        super().__init__([sys.executable, "-m", "schedulezero_operator"], log)
+
+
+class HandlerProcess(Proc):
+    """An SDK handler serving examples.handlers.testing:TestHandler on 127.0.0.1."""
+
+    def __init__(self, directory: Path, protocol: str = "zmq", concurrency: int = 4,
+                 target: str = "examples.handlers.testing:TestHandler") -> None:
+        self.port = free_port()
+        self.record = directory / f"executions-{self.port}.jsonl"
+        super().__init__(
+            [sys.executable, "-m", "schedulezero_handler", target, "--protocol", protocol,
+             "--bind", "127.0.0.1", "--port", str(self.port), "--http-port", str(self.port),
+             "--concurrency", str(concurrency), "--grace", "2"],
+            directory / f"handler-{self.port}.log",
+            env={"SZ_TEST_RECORD": str(self.record), "PYTHONPATH": str(REPO)},
+        )
+        self.address = f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        super().start()
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"handler did not start: {self.tail()}")
+
+    def executions(self, method: str | None = None) -> list[dict[str, Any]]:
+        if not self.record.exists():
+            return []
+        rows = [json.loads(line) for line in self.record.read_text().splitlines() if line]
+        return [r for r in rows if method is None or r["method"] == method]
