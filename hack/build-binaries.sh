@@ -13,6 +13,8 @@ ETCD_VERSION="$(module_version "$HERE/etcd/go.mod" go.etcd.io/etcd/server/v3)"
 CACHE="${SZ_CACHE_DIR:-$HOME/.cache/schedulezero}"
 K8S_BIN="$CACHE/bin/kubernetes-$K8S_VERSION"
 ETCD_BIN="$CACHE/bin/etcd-$ETCD_VERSION"
+HELM_VERSION="$(module_version "$HERE/helm/go.mod" helm.sh/helm/v3)"
+HELM_BIN="$CACHE/bin/helm-$HELM_VERSION"
 
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
 
@@ -75,5 +77,14 @@ else
   rm -rf "$tmp"
 fi
 
-printf '%s\n%s\n' "$ETCD_BIN" "$K8S_BIN" > "$CACHE/bin/current"
+if [[ -x "$HELM_BIN/helm" ]]; then
+  log "helm $HELM_VERSION cached at $HELM_BIN"
+else
+  mkdir -p "$HELM_BIN"
+  (cd "$HERE/helm" && build_with_progress "helm $HELM_VERSION" \
+    go build -v -trimpath -ldflags "-s -w" -o "$HELM_BIN/helm.tmp" helm.sh/helm/v3/cmd/helm)
+  mv "$HELM_BIN/helm.tmp" "$HELM_BIN/helm"
+fi
+
+printf '%s\n%s\n%s\n' "$ETCD_BIN" "$K8S_BIN" "$HELM_BIN" > "$CACHE/bin/current"
 log "ready: $ETCD_BIN $K8S_BIN"

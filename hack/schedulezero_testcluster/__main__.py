@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from .cluster import REPO_ROOT, LocalCluster, binary_dirs
+from .cluster import REPO_ROOT, LocalCluster, binary_dirs, helm_binary
 
 DEFAULT_DIR = REPO_ROOT / ".localcluster"
 
@@ -100,16 +100,24 @@ def down(directory: Path) -> int:
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
-            print("local cluster stopped", file=sys.stderr)
-            return 0
+            break
         time.sleep(0.1)
-    os.kill(pid, signal.SIGKILL)
+    else:
+        os.kill(pid, signal.SIGKILL)
+    # Processes `make run` started next to the cluster (e.g. the example handler).
+    for extra in (directory / "pids").glob("*") if (directory / "pids").exists() else []:
+        try:
+            os.killpg(int(extra.read_text()), signal.SIGTERM)
+        except (ProcessLookupError, ValueError, PermissionError):
+            pass
+        extra.unlink()
+    print("local cluster stopped", file=sys.stderr)
     return 0
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="schedulezero_testcluster")
-    parser.add_argument("command", choices=["up", "down", "serve", "env"])
+    parser.add_argument("command", choices=["up", "down", "serve", "env", "helm"])
     parser.add_argument("--dir", type=Path, default=DEFAULT_DIR)
     parser.add_argument("--timeout", type=float, default=3600.0,
                         help="includes a cold build of the binaries")
@@ -120,6 +128,9 @@ def main() -> int:
         return 0
     if args.command == "up":
         return up(directory, args.timeout)
+    if args.command == "helm":
+        print(helm_binary())
+        return 0
     if args.command == "env":
         print(f"export KUBECONFIG={directory / 'kubeconfig'}")
         return 0

@@ -50,8 +50,14 @@ def binary_dirs() -> tuple[Path, Path]:
     current = CACHE_DIR / "bin" / "current"
     script = REPO_ROOT / "hack" / "build-binaries.sh"
     subprocess.run(["bash", str(script)], check=True)
-    etcd_dir, k8s_dir = current.read_text().split()
+    etcd_dir, k8s_dir, *_ = current.read_text().split()
     return Path(etcd_dir), Path(k8s_dir)
+
+
+def helm_binary() -> Path:
+    """The cached helm CLI (built by the same script)."""
+    binary_dirs()
+    return Path((CACHE_DIR / "bin" / "current").read_text().split()[2]) / "helm"
 
 
 def write_kubeconfig(

@@ -119,7 +119,7 @@ def _spec(name: str, bound: Callable[..., Any]) -> MethodSpec:
         if p.kind is p.VAR_POSITIONAL:
             continue
         annotation = hints.get(p.name, p.annotation)
-        if annotation is JobContext:
+        if annotation is JobContext or JobContext in typing.get_args(annotation):
             context_param = p.name
             continue
         params.append(Param(p.name, annotation, p.default is p.empty, p.kind))

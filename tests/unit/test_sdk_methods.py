@@ -54,3 +54,13 @@ def test_kwargs_methods_accept_extras_and_legacy_gets_the_dict() -> None:
     specs = discover(Sample())
     assert bind(specs["renamed"], {"anything": 1}) == {"anything": 1}
     assert bind(specs["listed"], {"a": 1}) == {"params": {"a": 1}}
+
+
+def test_optional_job_context_is_injected_not_a_param() -> None:
+    class Clocky:
+        @method
+        def tick(self, n: int = 1, ctx: JobContext | None = None) -> None: ...
+
+    spec = discover(Clocky())["tick"]
+    assert spec.context_param == "ctx"
+    assert [p.name for p in spec.params] == ["n"]

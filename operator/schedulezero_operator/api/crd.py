@@ -110,7 +110,8 @@ def all_crds() -> dict[str, dict[str, Any]]:
             col("Suspend", ".spec.suspend", "boolean"),
             col("Last Run", ".status.lastScheduleTime", "date"),
             col("Result", ".status.lastResult"),
-            col("Next Run", ".status.nextRunTime", "date"),
+            # "string", not "date": kubectl renders future dates as <invalid>.
+            col("Next Run", ".status.nextRunTime"),
             col("Age", ".metadata.creationTimestamp", "date"),
         ]),
         "handlers.yaml": crd("Handler", "handlers", ["szh", "szhandler"], HandlerSpec,

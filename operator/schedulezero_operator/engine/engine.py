@@ -159,7 +159,8 @@ class Engine:
         self.kube = kube
         self.clock = clock
         self.dispatcher = dispatcher or Dispatcher()
-        self.identity = identity or f"{socket.gethostname()}-{os.getpid()}"
+        self.identity = identity or (
+            f"{os.environ.get('POD_NAME') or socket.gethostname()}-{os.getpid()}")
         self.rng = rng or random.Random()
         self.timers = TimerQueue(clock)
         self.schedules: dict[tuple[str, str], ScheduleState] = {}
