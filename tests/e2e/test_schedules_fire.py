@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import subprocess
 import time
 
@@ -43,7 +44,7 @@ def test_interval_fires_repeatedly_and_status_advances(objects: Objects,
     rows = handler_proc.executions("heartbeat")
     assert len({r["runId"] for r in rows}) == len(rows), "each run id reaches the handler once"
     slots = sorted(ts(r["scheduledTime"]) for r in rows)
-    assert all(b - a == pytest.approx(1.0) for a, b in zip(slots, slots[1:], strict=False))
+    assert all(b - a == pytest.approx(1.0) for a, b in itertools.pairwise(slots))
     lateness = note_lateness(rows)
     assert max(lateness) < 1000, f"a run arrived a second late: {lateness}"
     handler_status = objects.get("h", "handlers")["status"]
@@ -127,7 +128,7 @@ def test_forbid_skips_overlapping_slots(objects: Objects, handler_proc: HandlerP
                for r in status["recentRuns"])
     starts = sorted((r["receivedAt"], r["receivedAt"] + 2.5)
                     for r in handler_proc.executions("sleep.start"))
-    for (_, end), (start, _) in zip(starts, starts[1:], strict=False):
+    for (_, end), (start, _) in itertools.pairwise(starts):
         assert start >= end - 0.05, "Forbid: runs never overlap"
 
 
