@@ -44,5 +44,11 @@ unit: $(STAMP) ## unit tests only (no cluster)
 test: $(STAMP) binaries lint ## everything: lint, unit, integration, e2e
 	$(PY) -m pytest tests -q -p no:cacheprovider
 
+crds: $(STAMP) ## regenerate crds/ and the chart's crds/ from the models
+	$(PY) -m schedulezero_operator.api.crd
+
+bench: $(STAMP) ## dispatch benchmark (prints a table, writes bench/results/)
+	$(PY) bench/dispatch.py
+
 clean: cluster-down
 	rm -rf .localcluster

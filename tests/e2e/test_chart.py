@@ -50,7 +50,8 @@ def can_i(kubeconfig: str, sa: str, *args: str) -> bool:
 
 
 def test_chart_renders_deterministically(kubeconfig: str) -> None:
-    out = subprocess.run([helm(), "template", "sz", str(CHART), "--namespace", "x"],
+    out = subprocess.run([helm(), "template", "sz", str(CHART), "--namespace", "x",
+                          "--kube-version", "1.33.0"],
                          check=True, capture_output=True, text=True).stdout
     assert "readOnlyRootFilesystem: true" in out and "runAsNonRoot: true" in out
     assert "kind: ClusterRole" in out and "verbs: [get, patch]" in out
@@ -68,7 +69,7 @@ def test_chart_operator_fires_with_least_privilege(
         None), timeout=90)
     sa = f"system:serviceaccount:{chart_release}:sz-schedulezero-operator"
     assert pod.spec.service_account_name == "sz-schedulezero-operator"
-    assert can_i(kubeconfig, sa, "patch", "schedules/status", "-n", namespace)
+    assert can_i(kubeconfig, sa, "patch", "schedules", "--subresource=status", "-n", namespace)
     assert can_i(kubeconfig, sa, "watch", "schedules", "-A")
     assert not can_i(kubeconfig, sa, "patch", "schedules", "-n", namespace), \
         "the operator never writes spec"
