@@ -75,7 +75,8 @@ def test_chart_operator_fires_with_least_privilege(
         "the operator never writes spec"
     assert not can_i(kubeconfig, sa, "list", "secrets", "-n", namespace)
     assert not can_i(kubeconfig, sa, "delete", "pods", "-n", namespace)
-    assert not can_i(kubeconfig, sa, "create", "deployments", "-n", namespace)
+    assert not can_i(kubeconfig, sa, "delete", "deployments", "-n", namespace)
+    assert can_i(kubeconfig, sa, "patch", "deployments", "--subresource=scale", "-n", namespace)
 
     handler = HandlerProcess(tmp_path)
     handler.start()

@@ -16,7 +16,8 @@ import kopf
 
 from ..api.models import GROUP, VERSION
 from ..engine import Engine, SystemClock
-from .kube import Kube
+from ..scaling.scaler import Scaler
+from .kube import AppsKube, Kube
 
 log = logging.getLogger("schedulezero.controllers")
 _state: dict[str, Any] = {}
@@ -33,18 +34,22 @@ async def _startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.posting.level = logging.WARNING
-    eng = Engine(Kube(), SystemClock())
+    kube = Kube()
+    eng = Engine(kube, SystemClock())
+    eng.apps = AppsKube(kube)
     _state["engine"] = eng
     _state["task"] = asyncio.get_running_loop().create_task(eng.run())
+    _state["scaler"] = asyncio.get_running_loop().create_task(Scaler(eng).run())
     log.info("engine started as %s", eng.identity)
 
 
 @kopf.on.cleanup()
 async def _cleanup(**_: Any) -> None:
     eng = _state.pop("engine", None)
-    task = _state.pop("task", None)
-    if task is not None:
-        task.cancel()
+    for name in ("task", "scaler"):
+        task = _state.pop(name, None)
+        if task is not None:
+            task.cancel()
     if eng is not None:
         await eng.close()
 
@@ -67,3 +72,10 @@ async def _handler_event(event: kopf.RawEvent, **_: Any) -> None:
         engine().delete_handler(meta["namespace"], meta["name"])
     else:
         engine().upsert_handler(dict(obj))
+
+
+@kopf.on.event("", "v1", "pods")
+async def _pod_event(event: kopf.RawEvent, **_: Any) -> None:
+    """Ready pods of Deployment-backed handlers become dispatch endpoints."""
+    obj = event["object"]
+    engine().on_pod(event["type"] or "ADDED", dict(obj))

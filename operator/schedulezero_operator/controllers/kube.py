@@ -116,3 +116,41 @@ class Kube:
 
 def compact(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"), default=str)
+
+
+class AppsKube:
+    """Deployments: create/update the ones the operator owns, scale any it is told to."""
+
+    def __init__(self, kube: Kube) -> None:
+        self.kube = kube
+        self.apps = client.AppsV1Api(kube.api)
+
+    async def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            obj = await self.kube._call(self.apps.read_namespaced_deployment, name, namespace,
+                                        _preload_content=False)
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+        return dict(json.loads(obj.data))
+
+    async def apply_deployment(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Create, or update metadata+template (never replicas: the scaler owns those)."""
+        ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        current = await self.get_deployment(ns, name)
+        if current is None:
+            obj = await self.kube._call(self.apps.create_namespaced_deployment, ns, body,
+                                        _preload_content=False)
+            return dict(json.loads(obj.data))
+        patch = {"metadata": {"labels": body["metadata"]["labels"],
+                              "annotations": body["metadata"]["annotations"],
+                              "ownerReferences": body["metadata"]["ownerReferences"]},
+                 "spec": {"template": body["spec"]["template"]}}
+        obj = await self.kube._call(self.apps.patch_namespaced_deployment, name, ns, patch,
+                                    _preload_content=False)
+        return dict(json.loads(obj.data))
+
+    async def scale(self, namespace: str, name: str, replicas: int) -> None:
+        await self.kube._call(self.apps.patch_namespaced_deployment_scale, name, namespace,
+                              {"spec": {"replicas": replicas}})

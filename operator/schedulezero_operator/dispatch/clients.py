@@ -143,8 +143,13 @@ class ZmqClient:
             self._pending.pop(rid, None)
 
     async def close(self) -> None:
+        """Close the connection; requests still waiting fail as ConnectionError (retryable)."""
         if self._reader is not None:
             self._reader.cancel()
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(ConnectionError(f"{self.endpoint} went away"))
+        self._pending.clear()
         self.sock.close(0)
 
 

@@ -146,6 +146,17 @@ class HandlerState:
     dirty: bool = False
     writing: bool = False
     last_status: dict[str, Any] = field(default_factory=dict)
+    # Deployment-backed handlers (template / deploymentRef)
+    source: str = "endpoints"
+    deployment: str | None = None
+    selector: dict[str, Any] | None = None
+    replicas: int | None = None  # the Deployment's spec.replicas as last seen or set
+    pod_count: int = 0
+    desired: int | None = None
+    last_scale_time: dt.datetime | None = None
+    last_needed_current: dt.datetime | None = None
+    scale_changes: int = 0
+    workload_error: str | None = None
 
     @property
     def queued(self) -> int:
@@ -169,6 +180,9 @@ class Engine:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._flush_wake = asyncio.Event()
         self.lateness_ms: list[float] = []
+        self.apps: Any = None  # AppsKube when Deployment-backed handlers are enabled
+        self.pods: dict[tuple[str, str], dict[str, Any]] = {}
+        self.scaler_wake = asyncio.Event()
         # Called with the HandlerState whenever its demand changes (scaling hooks in here).
         self.on_demand_change: Callable[[HandlerState], None] | None = None
 
@@ -503,6 +517,7 @@ class Engine:
     def _demand_changed(self, h: HandlerState) -> None:
         h.dirty = True
         self._flush_wake.set()
+        self.scaler_wake.set()
         if self.on_demand_change is not None:
             self.on_demand_change(h)
 
@@ -518,12 +533,16 @@ class Engine:
             self._spawn(self.kube.event(body, "Handler", "Warning", "InvalidHandler",
                                         _validation_message(e)))
             return
-        if h.spec.endpoints is not None:
-            h.known_endpoints = [_endpoint(a, h.spec.protocol) for a in h.spec.endpoints]
         h.pool.capacity_per_endpoint = h.spec.concurrency
         if h.spec.protocol == "zmq-legacy":
             h.pool.capacity_per_endpoint = 1  # a REP socket serves one request at a time
-        self._spawn(self._refresh_handler(h))
+        if h.spec.endpoints is not None:
+            h.source = "endpoints"
+            h.known_endpoints = [_endpoint(a, h.spec.protocol) for a in h.spec.endpoints]
+            self._spawn(self._refresh_handler(h))
+        else:
+            h.source = "template" if h.spec.template is not None else "deploymentRef"
+            self._spawn(self._ensure_workload(h, body))
         for s in self.schedules.values():
             if s.namespace == h.namespace and s.spec and s.spec.handler == h.name:
                 self._check_handler(s)
@@ -552,6 +571,15 @@ class Engine:
             h.secret = await self.kube.read_secret_key(h.namespace, ref.name, ref.key)
         for e in h.known_endpoints:
             self.dispatcher.set_secret(e, h.secret)
+        if h.source != "endpoints":
+            # Pods: the kubelet's readiness decides; describe only discovers methods.
+            for e in h.pool.ready_endpoints[:1]:
+                r = await self.dispatcher.describe(e, timeout=2.0)
+                if r.ok and isinstance(r.result, dict):
+                    h.methods = sorted(m["name"] for m in r.result.get("methods", []))
+            h.dirty = True
+            self._flush_wake.set()
+            return
         results = await asyncio.gather(*[self.dispatcher.describe(e, timeout=2.0)
                                          for e in h.known_endpoints])
         ready = [r.endpoint for r in results if r.ok]
@@ -572,11 +600,101 @@ class Engine:
         while True:
             await asyncio.sleep(every)
             for h in list(self.handlers.values()):
-                if h.spec is not None:
+                if h.spec is not None and h.source == "endpoints":
                     try:
                         await self._refresh_handler(h)
                     except Exception:
                         log.exception("probing handler %s/%s failed", h.namespace, h.name)
+
+    # -- Deployment-backed handlers --------------------------------------------------
+    async def _ensure_workload(self, h: HandlerState, body: dict[str, Any]) -> None:
+        from ..api.models import HANDLER_LABEL
+        from ..workloads import build_deployment
+
+        assert h.spec is not None
+        if self.apps is None:
+            return
+        try:
+            if h.spec.template is not None:
+                existing = await self.apps.get_deployment(h.namespace, h.name)
+                scaling = h.spec.scaling
+                replicas = (int(existing["spec"].get("replicas") or 0) if existing else
+                            (scaling.min_replicas if scaling else 1))
+                dep = await self.apps.apply_deployment(build_deployment(body, replicas))
+                h.deployment = h.name
+                h.selector = {"matchLabels": {HANDLER_LABEL: h.name}}
+            else:
+                name = (h.spec.deployment_ref or {}).get("name", "")
+                dep = await self.apps.get_deployment(h.namespace, name)
+                if dep is None:
+                    h.workload_error = (f"Deployment {name!r} (spec.deploymentRef) not found "
+                                        f"in {h.namespace}")
+                    await self.kube.event(body, "Handler", "Warning", "DeploymentNotFound",
+                                          h.workload_error)
+                    h.dirty = True
+                    self._flush_wake.set()
+                    return
+                h.deployment = name
+                h.selector = dep["spec"].get("selector")
+            h.workload_error = None
+            if h.replicas is None or h.desired is None:
+                h.replicas = int(dep["spec"].get("replicas") or 0)
+        except Exception as e:
+            log.exception("handler %s/%s: workload", h.namespace, h.name)
+            h.workload_error = f"cannot manage the Deployment: {e}"
+            await self.kube.event(body, "Handler", "Warning", "WorkloadError", h.workload_error)
+        self._reindex(h)
+
+    def on_pod(self, event_type: str, pod: dict[str, Any]) -> None:
+        meta = pod["metadata"]
+        key = (meta["namespace"], meta["name"])
+        if event_type == "DELETED":
+            old = self.pods.pop(key, None)
+            pod = old or pod
+        else:
+            self.pods[key] = pod
+        labels = meta.get("labels") or {}
+        from ..workloads import selector_matches
+
+        for h in list(self.handlers.values()):
+            if h.namespace == meta["namespace"] and h.source != "endpoints" and \
+                    selector_matches(h.selector, labels):
+                self._reindex(h)
+                if event_type == "DELETED":
+                    ip = (pod.get("status") or {}).get("podIP")
+                    if ip and h.spec is not None:
+                        gone = Endpoint(ip, h.spec.port, h.spec.protocol, pod=meta["name"])
+                        # Jobs still waiting on the gone pod fail now and are retried.
+                        self._spawn(self.dispatcher.forget(gone))
+
+    def _reindex(self, h: HandlerState) -> None:
+        """Ready pods of the handler -> its endpoint pool (new jobs go only there)."""
+        from ..workloads import pod_endpoint, selector_matches
+
+        if h.spec is None or h.selector is None:
+            return
+        endpoints, count = [], 0
+        for (ns, name), pod in self.pods.items():
+            if ns != h.namespace or not selector_matches(
+                    h.selector, pod["metadata"].get("labels") or {}):
+                continue
+            if not pod["metadata"].get("deletionTimestamp"):
+                count += 1
+            ip = pod_endpoint(pod)
+            if ip:
+                endpoints.append(Endpoint(ip, h.spec.port, h.spec.protocol, pod=name))
+        had_methods = bool(h.methods)
+        h.pod_count = count
+        h.known_endpoints = endpoints
+        h.pool.set_ready(endpoints, capacity=h.pool.capacity_per_endpoint)
+        for e in endpoints:
+            self.dispatcher.set_secret(e, h.secret)
+        self._wake_waiters(h)
+        if endpoints and not had_methods:
+            self._spawn(self._refresh_handler(h))
+        for s in self.schedules.values():
+            if s.namespace == h.namespace and s.spec and s.spec.handler == h.name:
+                self._check_handler(s)
 
     def _check_handler(self, state: ScheduleState) -> None:
         """Conditions only the operator can know: does the handler/method exist?"""
@@ -836,18 +954,42 @@ class Engine:
             return {"type": kind, "status": status, "reason": reason, "message": message,
                     "lastTransitionTime": since}
 
+        if h.source == "endpoints":
+            return {
+                "conditions": [
+                    cond("Available", available, "EndpointsReady" if available
+                         else "NoEndpoints", f"{len(ready)}/{known} endpoint(s) answer describe"),
+                    cond("Degraded", len(ready) < known, "EndpointsDown" if len(ready) < known
+                         else "AllReady", f"{known - len(ready)} endpoint(s) not answering"),
+                ],
+                "readyEndpoints": ready,
+                "ready": f"{len(ready)}/{known}",
+                "methods": h.methods,
+                "inFlight": h.pool.in_flight,
+                "queued": h.queued,
+            }
+        desired = h.desired if h.desired is not None else h.replicas
+        progressing = desired is not None and len(ready) != desired
         return {
             "conditions": [
-                cond("Available", available, "EndpointsReady" if available else "NoEndpoints",
-                     f"{len(ready)}/{known} endpoint(s) answer describe"),
-                cond("Degraded", len(ready) < known, "EndpointsDown" if len(ready) < known
-                     else "AllReady", f"{known - len(ready)} endpoint(s) not answering"),
+                cond("Available", available, "PodsReady" if available else "NoReadyPods",
+                     f"{len(ready)} Ready pod(s) of Deployment {h.deployment}"
+                     if h.workload_error is None else h.workload_error),
+                cond("Progressing", progressing, "Scaling" if progressing else "Stable",
+                     f"{len(ready)}/{desired} replicas Ready"),
+                cond("Degraded", h.workload_error is not None,
+                     "WorkloadError" if h.workload_error else "Healthy",
+                     h.workload_error or "Deployment managed"),
             ],
             "readyEndpoints": ready,
-            "ready": f"{len(ready)}/{known}",
+            "ready": f"{len(ready)}/{desired if desired is not None else h.pod_count}",
             "methods": h.methods,
             "inFlight": h.pool.in_flight,
             "queued": h.queued,
+            "replicas": h.pod_count,
+            "readyReplicas": len(ready),
+            "desiredReplicas": desired,
+            "lastScaleTime": iso(h.last_scale_time),
         }
 
 
