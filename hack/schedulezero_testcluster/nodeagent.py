@@ -346,8 +346,9 @@ class PodRunner(threading.Thread):
             "PYTHONUNBUFFERED": "1",
             "HOSTNAME": self.name,
         }
-        if os.environ.get("PYTHONPATH"):
-            env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+        # The project's source tree is importable in pods, as it would be in its image.
+        repo = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = ":".join(p for p in [repo, os.environ.get("PYTHONPATH")] if p)
         kubeconfig = self.agent.pod_kubeconfig(self.pod, self.dir)
         if kubeconfig:
             env["KUBECONFIG"] = str(kubeconfig)

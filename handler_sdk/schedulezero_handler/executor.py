@@ -280,6 +280,21 @@ class Executor:
         if self._busy_slots == 0:
             self._idle.set()
 
+    def abort_all(self) -> int:
+        """Grace period over: answer every unfinished job with a retryable ShuttingDown."""
+        aborted = 0
+        for job in list(self._jobs.values()):
+            if not job.future.done():
+                job.future.set_result(p.error_reply(
+                    None, p.ErrorType.SHUTTING_DOWN,
+                    "handler shut down before the job finished (grace period over)",
+                    job.run_id))
+                job.cancelled.set()
+                if job.task is not None:
+                    job.task.cancel()
+                aborted += 1
+        return aborted
+
     def _cancel(self, run_id: str | None) -> bool:
         job = self._jobs.get(run_id or "")
         if job is None or job.future.done():

@@ -90,6 +90,11 @@ class HandlerServer:
         grace = self.options.grace_seconds if grace is None else grace
         log.info("draining: %d job(s) in flight, grace %.0fs", self.executor.in_flight, grace)
         clean = await self.executor.drain(grace)
+        if not clean:
+            aborted = self.executor.abort_all()
+            log.warning("grace period over: %d job(s) answered ShuttingDown (retryable)",
+                        aborted)
+            await asyncio.sleep(0)  # let the aborted replies go out
         for t in self.transports:
             await t.stop()
         self.stopped.set()

@@ -66,7 +66,7 @@ class ZmqServer:
     async def stop(self) -> None:
         if self._receiver is not None:
             self._receiver.cancel()
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=5)
+        if self._tasks:  # replies being sent (jobs are finished or aborted by now)
+            await asyncio.wait(self._tasks, timeout=1)
         self._sock.close()
         self._ctx.term()

@@ -33,6 +33,7 @@ from typing import Any  # noqa: E402
 from .operator_harness import REPO, HandlerProcess, OperatorProcess  # noqa: E402
 
 LATENESS_MS: list[float] = []
+FIGURES: dict[str, float] = {}
 
 
 @pytest.fixture(scope="session")
@@ -118,6 +119,8 @@ def objects(api: client.ApiClient, namespace: str, operator: OperatorProcess) ->
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
+    for name, value in FIGURES.items():
+        terminalreporter.write_line(f"{name}: {value}")
     if LATENESS_MS:
         xs = sorted(LATENESS_MS)
         p50, p99 = xs[len(xs) // 2], xs[min(len(xs) - 1, int(len(xs) * 0.99))]

@@ -261,3 +261,17 @@ async def test_sdk_server_answers_scheduleszero_clients() -> None:
         finally:
             req.close(0)
             ctx.destroy(linger=0)
+
+
+@BOTH
+async def test_jobs_cut_by_the_grace_period_are_answered_retryable(
+        protocol: str, dispatcher: Dispatcher) -> None:
+    async with serving(protocol=protocol) as (server, ep):
+        job = asyncio.ensure_future(run(dispatcher, ep, "sleep", {"seconds": 5}, run_id="cut"))
+        await asyncio.sleep(0.2)
+        assert await server.shutdown(grace=0.3) is False
+        r = await asyncio.wait_for(job, 3)
+        # ZMQ gets the ShuttingDown reply; HTTP may see the connection close first.
+        assert r.error_type in ("ShuttingDown", "ConnectionError") and r.retryable
+        if protocol == "zmq":
+            assert r.error_type == "ShuttingDown"
