@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -18,12 +19,20 @@ def main(argv: list[str] | None = None) -> None:
                         help="watch every namespace (the default)")
     parser.add_argument("--liveness", default=None,
                         help="kopf liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
+    parser.add_argument("--leader-elect", action="store_true",
+                        help="run as one of several replicas: only the Lease holder acts")
+    parser.add_argument("--lease-namespace",
+                        default=os.environ.get("POD_NAMESPACE", "default"))
+    parser.add_argument("--lease-name", default="schedulezero-operator")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
 
     import kopf
 
-    from . import controllers  # noqa: F401 - registers the kopf handlers
+    from . import controllers  # registers the kopf handlers
+
+    controllers.OPTIONS.update(leader_elect=args.leader_elect,
+                               lease_namespace=args.lease_namespace, lease_name=args.lease_name)
 
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.PLAIN)
     if not args.verbose:

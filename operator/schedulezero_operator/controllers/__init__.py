@@ -21,6 +21,9 @@ from .kube import AppsKube, Kube
 
 log = logging.getLogger("schedulezero.controllers")
 _state: dict[str, Any] = {}
+# Set by the entry point before kopf starts.
+OPTIONS: dict[str, Any] = {"leader_elect": False, "lease_namespace": "default",
+                           "lease_name": "schedulezero-operator"}
 
 
 def engine() -> Engine:
@@ -30,12 +33,20 @@ def engine() -> Engine:
 
 @kopf.on.startup()
 async def _startup(settings: kopf.OperatorSettings, **_: Any) -> None:
-    settings.peering.standalone = True
+    settings.peering.standalone = True  # leader election is ours (a Lease), not peering
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.posting.level = logging.WARNING
     kube = Kube()
     eng = Engine(kube, SystemClock())
+    if OPTIONS.get("leader_elect"):
+        from .leader import LeaderElector
+
+        elector = LeaderElector(kube.api, OPTIONS["lease_namespace"], OPTIONS["lease_name"],
+                                eng.identity)
+        # Blocks start-up (so: no watches, no firing) until this replica leads.
+        await elector.acquire()
+        _state["elector"] = elector
     eng.apps = AppsKube(kube)
     _state["engine"] = eng
     _state["task"] = asyncio.get_running_loop().create_task(eng.run())
@@ -52,6 +63,9 @@ async def _cleanup(**_: Any) -> None:
             task.cancel()
     if eng is not None:
         await eng.close()
+    elector = _state.pop("elector", None)
+    if elector is not None:
+        await elector.release()
 
 
 @kopf.on.event(GROUP, VERSION, "schedules")
