@@ -44,8 +44,8 @@ def pct(xs: list[float], q: float) -> float:
 
 
 def status_patches(api: client.ApiClient) -> int:
-    raw = api.call_api("/metrics", "GET", auth_settings=["BearerToken"],
-                       _preload_content=False)[0].data.decode()
+    resp = api.call_api("GET", f"{api.configuration.host}/metrics")
+    raw = (resp.read() if hasattr(resp, "read") else resp.data).decode()
     total = 0
     for line in raw.splitlines():
         if line.startswith("apiserver_request_total{") and 'resource="schedules"' in line \
@@ -76,7 +76,7 @@ def main() -> None:
         subprocess.run(["kubectl", "apply", "-f", str(REPO / "crds")], check=True,
                        capture_output=True)
         time.sleep(2)
-        config.load_kube_config()
+        config.load_kube_config(config_file=os.environ["KUBECONFIG"])
         api = client.ApiClient()
         core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
         ns = f"bench-{int(time.time())}"

@@ -48,7 +48,15 @@ log = logging.getLogger("schedulezero.engine")
 UTC = dt.UTC
 NO_ENDPOINT_WAIT = 300.0  # seconds a run waits for a Ready endpoint without a deadline
 CLAIM_GRACE = dt.timedelta(seconds=30)
-FLUSH_INTERVAL = 0.05  # coalescing window of status writes
+# Slots are claimed for this far ahead in one write, so that firing never waits for
+# the API server, and frequent schedules need one claim write per horizon, not per run.
+CLAIM_HORIZON = dt.timedelta(seconds=10)
+# A Schedule's status is written at most this often unless its claim must be extended
+# (status may lag a run by up to this much; the firing path never waits for it).
+MIN_WRITE_INTERVAL = 1.0
+# Coalescing window of status writes: a run's start, finish and the claim of the
+# next slot land in one write when the run is shorter than this.
+FLUSH_INTERVAL = 0.2
 
 
 class KubeApi(Protocol):
@@ -114,12 +122,15 @@ class ScheduleState:
     active: dict[str, Run] = field(default_factory=dict)
     buffered: Run | None = None
     next_slot: dt.datetime | None = None
-    claim_confirmed: dt.datetime | None = None
+    claim: dict[str, Any] | None = None  # the claim we last asked for
+    claim_until: dt.datetime | None = None  # confirmed: slots up to here are ours
     claim_lost: bool = False
+    last_write_at: float = -1e9
     paused_generation: int | None = None
     dirty: bool = False
     writing: bool = False
     deleted: bool = False
+    last_written: dict[str, Any] | None = None
     conditions: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
@@ -340,7 +351,7 @@ class Engine:
             return
         if state.claim_lost:
             log.info("%s: slot %s claimed by another operator; not firing", state.ref, iso(slot))
-        elif state.claim_confirmed != slot:
+        elif state.claim_until is None or slot > state.claim_until:
             # Our claim write has not landed yet (only right after start-up): wait for it.
             self._spawn(self._fire_when_claimed(state, slot, fire_at))
             return
@@ -350,11 +361,14 @@ class Engine:
 
     async def _fire_when_claimed(self, state: ScheduleState, slot: dt.datetime,
                                  fire_at: dt.datetime) -> None:
-        for _ in range(100):
-            if state.claim_confirmed == slot or state.claim_lost or state.deleted:
+        # Late rather than lost: wait for our claim to land (or to be refused).
+        deadline = self.clock.now() + CLAIM_GRACE
+        while self.clock.now() < deadline:
+            if (state.claim_until is not None and slot <= state.claim_until) or \
+                    state.claim_lost or state.deleted:
                 break
             await asyncio.sleep(0.02)
-        if state.claim_confirmed == slot and not state.deleted:
+        if state.claim_until is not None and slot <= state.claim_until and not state.deleted:
             self._fire(state, slot, fire_at=fire_at)
         if state.trigger is not None and not state.deleted:
             self._set_next(state, next_fire(state.trigger, slot))
@@ -829,6 +843,21 @@ class Engine:
         state.dirty = True
         self._flush_wake.set()
 
+    def _claim_covers(self, state: ScheduleState) -> bool:
+        """Our current claim covers the next slot with half a horizon to spare."""
+        claim, slot = state.claim, state.next_slot
+        if claim is None or slot is None or claim.get("holder") != self.identity:
+            return False
+        start, until = parse_iso(claim.get("scheduledTime")), parse_iso(claim.get("until"))
+        if start is None or until is None or slot < start:
+            return False
+        return slot + CLAIM_HORIZON / 2 <= until or (
+            state.trigger is not None and next_fire(state.trigger, until) is None)
+
+    def _urgent(self, state: ScheduleState) -> bool:
+        return state.next_slot is not None and not self._stopped(state) and \
+            not state.claim_lost and not self._claim_covers(state)
+
     def build_status(self, state: ScheduleState) -> dict[str, Any]:
         spec = state.spec
         status = state.status
@@ -850,10 +879,20 @@ class Engine:
                             "spec.suspend is true" if spec.suspend else "firing on schedule")
         claim = None
         if state.next_slot is not None and not self._stopped(state) and not state.claim_lost:
-            claim = {"holder": self.identity,
-                     "runId": d.run_id_for(state.uid, state.next_slot),
-                     "scheduledTime": iso(state.next_slot),
-                     "expires": iso(state.next_slot + CLAIM_GRACE)}
+            claim = state.claim
+            if not self._claim_covers(state):
+                until = state.next_slot
+                assert state.trigger is not None
+                while True:  # the last slot within the horizon
+                    nxt = next_fire(state.trigger, until)
+                    if nxt is None or nxt > state.next_slot + CLAIM_HORIZON:
+                        break
+                    until = nxt
+                claim = {"holder": self.identity,
+                         "runId": d.run_id_for(state.uid, state.next_slot),
+                         "scheduledTime": iso(state.next_slot), "until": iso(until),
+                         "expires": iso(until + CLAIM_GRACE)}
+            state.claim = claim
         trigger = state.trigger.description if state.trigger else None
         if state.trigger and state.trigger.kind == "interval":
             trigger = f"every {state.trigger.expression}"
@@ -878,14 +917,23 @@ class Engine:
         }
 
     async def _flusher(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             await self._flush_wake.wait()
             self._flush_wake.clear()
             await asyncio.sleep(FLUSH_INTERVAL)  # coalesce what changes meanwhile
+            now = loop.time()
+            waiting = False
             for state in list(self.schedules.values()):
                 if state.dirty and not state.writing:
+                    if now - state.last_write_at < MIN_WRITE_INTERVAL and \
+                            not self._urgent(state):
+                        waiting = True
+                        continue
                     state.writing = True
                     self._spawn(self._write_schedule(state))
+            if waiting:
+                self._flush_wake.set()
             for h in list(self.handlers.values()):
                 if h.dirty and not h.writing and h.body is not None:
                     h.writing = True
@@ -896,21 +944,26 @@ class Engine:
             for _ in range(5):
                 state.dirty = False
                 status = self.build_status(state)
+                if status == state.last_written:
+                    return  # nothing new (e.g. a periodic handler check): no write
                 try:
                     state.resource_version = await self.kube.patch_status(
                         "schedules", state.namespace, state.name, state.resource_version,
                         status)
                     claim = status.get("claim")
-                    state.claim_confirmed = parse_iso(claim["scheduledTime"]) if claim else None
+                    state.claim_until = parse_iso(claim["until"]) if claim else None
+                    state.last_written = status
+                    state.last_write_at = asyncio.get_running_loop().time()
                     return
                 except Conflict:
                     fresh = await self.kube.get("schedules", state.namespace, state.name)
                     state.resource_version = fresh["metadata"]["resourceVersion"]
                     other = (fresh.get("status") or {}).get("claim") or {}
                     expires = parse_iso(other.get("expires"))
+                    other_until = parse_iso(other.get("until"))
                     if other.get("holder") not in (None, self.identity) and expires and \
                             expires > self.clock.now() and state.next_slot is not None and \
-                            parse_iso(other.get("scheduledTime")) == state.next_slot:
+                            other_until is not None and state.next_slot <= other_until:
                         log.warning("%s: slot %s is claimed by %s", state.ref,
                                     other.get("scheduledTime"), other.get("holder"))
                         state.claim_lost = True
