@@ -233,3 +233,23 @@ def test_examples_apply_and_run(objects: Objects, api: client.ApiClient, kubecon
             timeout=60)
     finally:
         ext.stop()
+
+
+def test_template_changes_roll_out(objects: Objects, api: client.ApiClient,
+                                   tmp_path: Path) -> None:
+    core = client.CoreV1Api(api)
+    record = tmp_path / "executions.jsonl"
+    objects.create("Handler", "roll", {"protocol": "zmq", "template": template(record)})
+    first = wait_for("a Ready pod", lambda: ready_pods(core, objects.ns, "roll"), timeout=60)
+    tpl = template(record)
+    tpl["spec"]["containers"][0]["env"].append({"name": "VERSION", "value": "2"})
+    objects.custom.patch_namespaced_custom_object(
+        "schedulezero.io", "v1alpha1", objects.ns, "handlers", "roll",
+        {"spec": {"template": tpl}}, _content_type="application/merge-patch+json")
+
+    def rolled() -> list[Any]:
+        pods = ready_pods(core, objects.ns, "roll")
+        return [p for p in pods if p.metadata.name != first[0].metadata.name and any(
+            e.name == "VERSION" and e.value == "2" for e in p.spec.containers[0].env or [])]
+
+    wait_for("a new pod with the new template", rolled, timeout=60)
