@@ -921,10 +921,7 @@ class Engine:
         while True:
             await self._flush_wake.wait()
             self._flush_wake.clear()
-            if not any(st.dirty and not st.writing and self._urgent(st)
-                       for st in self.schedules.values()):
-                # Nothing waits on a claim: coalesce what changes meanwhile.
-                await asyncio.sleep(FLUSH_INTERVAL)
+            await asyncio.sleep(FLUSH_INTERVAL)  # coalesce what changes meanwhile
             now = loop.time()
             waiting = False
             for state in list(self.schedules.values()):
