@@ -173,9 +173,8 @@ def sdk_footprint() -> dict[str, Any]:
         ready = wait_ready_zmq(port) + 0.0
         startup = time.perf_counter() - t0
         time.sleep(1.0)
-        modules = "n/a"
         return {"startup_to_ready_s": startup, "first_health_after_spawn_s": ready,
-                "idle_rss_mib_zmq": rss_mib(proc.pid), "modules": modules}
+                "idle_rss_mib_zmq": rss_mib(proc.pid)}
     finally:
         proc.terminate()
         proc.wait(10)

