@@ -214,6 +214,9 @@ class Engine:
         for task in list(self._tasks):
             task.cancel()
         await self.dispatcher.close()
+        closer = getattr(self.kube, "close", None)
+        if closer is not None:
+            await closer()
 
     # -- schedules: watch events ---------------------------------------------------
     def upsert_schedule(self, body: dict[str, Any]) -> None:
