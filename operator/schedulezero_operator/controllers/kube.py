@@ -76,9 +76,10 @@ class Kube:
 
     def _headers(self, content_type: str | None = None) -> dict[str, str]:
         headers = {"Accept": "application/json"}
-        token = self.api.configuration.get_api_key_with_prefix("authorization")
-        if token:
-            headers["Authorization"] = token
+        # Whatever the client itself would send (bearer token, refreshed when it rotates).
+        for auth in (self.api.configuration.auth_settings() or {}).values():
+            if auth.get("in") == "header" and auth.get("value"):
+                headers[str(auth["key"]).title()] = str(auth["value"])
         if content_type:
             headers["Content-Type"] = content_type
         return headers
