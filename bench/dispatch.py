@@ -14,7 +14,6 @@ import asyncio
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,6 +26,9 @@ import zmq.asyncio
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
+sys.path.insert(0, str(REPO / "hack"))
+
+from schedulezero_testcluster.cluster import free_port  # noqa: E402
 
 RAW_ROUTER = """
 import sys, zmq
@@ -34,12 +36,6 @@ ctx = zmq.Context(); s = ctx.socket(zmq.ROUTER); s.bind(sys.argv[1])
 while True:
     ident, body = s.recv_multipart(); s.send_multipart([ident, body])
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import datetime as dt
 import json
 import os
 import re
@@ -31,11 +30,7 @@ sys.path[:0] = [str(REPO), str(REPO / "hack")]
 
 from kubernetes import client, config  # noqa: E402
 
-from tests.e2e.operator_harness import HandlerProcess, OperatorProcess  # noqa: E402
-
-
-def ts(s: str) -> float:
-    return dt.datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
+from tests.e2e.operator_harness import HandlerProcess, OperatorProcess, ts  # noqa: E402
 
 
 def pct(xs: list[float], q: float) -> float:

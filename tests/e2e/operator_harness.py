@@ -7,6 +7,7 @@ record every execution to a JSON-lines file the tests read.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import signal
@@ -17,13 +18,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from schedulezero_testcluster.cluster import free_port
+
 REPO = Path(__file__).resolve().parents[2]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def ts(rfc3339: str) -> float:
+    """An RFC 3339 time from a status or a handler record, as unix seconds."""
+    return dt.datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()
 
 
 class Proc:

@@ -15,7 +15,7 @@ from kubernetes.client.rest import ApiException
 
 from .conftest import FIGURES, LATENESS_MS, Objects
 from .kube import wait_for
-from .operator_harness import REPO, HandlerProcess
+from .operator_harness import REPO, HandlerProcess, ts
 
 pytestmark = pytest.mark.cluster
 
@@ -45,10 +45,6 @@ def ready_pods(core: client.CoreV1Api, ns: str, handler: str) -> list[Any]:
 
 def handler_status(objects: Objects, name: str) -> dict[str, Any]:
     return dict(objects.get(name, "handlers").get("status") or {})
-
-
-def ts(s: str) -> float:
-    return dt.datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
 
 
 def test_templated_handler_runs_on_its_pods_and_goes_with_the_handler(

@@ -11,13 +11,9 @@ import pytest
 
 from .conftest import LATENESS_MS, Objects
 from .kube import wait_for
-from .operator_harness import HandlerProcess, OperatorProcess
+from .operator_harness import HandlerProcess, OperatorProcess, ts
 
 pytestmark = pytest.mark.cluster
-
-
-def ts(s: str) -> float:
-    return dt.datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
 
 
 def note_lateness(rows: list[dict]) -> list[float]:

@@ -43,7 +43,6 @@ class Kube:
         self._limit = asyncio.Semaphore(max_parallel)
         self._event_seen: dict[tuple[str, str, str], float] = {}
         self._session: Any = None
-        self.writes = 0
 
     async def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         async with self._limit:
@@ -106,7 +105,6 @@ class Kube:
         body: dict[str, Any] = {"status": status}
         if resource_version:
             body["metadata"] = {"resourceVersion": resource_version}
-        self.writes += 1
         obj = await self._request(
             "PATCH", f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{plural}/{name}/status",
             body, "application/merge-patch+json")
@@ -157,9 +155,6 @@ class Kube:
         except ApiException as e:
             log.warning("could not post event %s on %s: %s", reason, meta["name"], e.reason)
 
-
-def compact(obj: Any) -> str:
-    return json.dumps(obj, separators=(",", ":"), default=str)
 
 
 class AppsKube:

@@ -17,7 +17,7 @@ import itertools
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import zmq
@@ -52,7 +52,6 @@ class DispatchResult:
     retryable: bool = False
     duration_ms: float = 0.0
     handler_duration_ms: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_reply(cls, endpoint: Endpoint, reply: Any, run_id: str | None,
@@ -194,9 +193,8 @@ class LegacyZmqClient:
 class HttpClient:
     """Keep-alive pooled aiohttp session shared by all HTTP endpoints."""
 
-    def __init__(self, secret_for: dict[str, bytes | None]) -> None:
+    def __init__(self) -> None:
         self._session: Any = None
-        self._secret_for = secret_for
         self._ids = itertools.count(1)
 
     def _ensure(self) -> Any:
@@ -247,7 +245,7 @@ class Dispatcher:
         self._zmq: dict[str, ZmqClient] = {}
         self._legacy: dict[str, LegacyZmqClient] = {}
         self._secrets: dict[str, bytes | None] = {}
-        self._http = HttpClient(self._secrets)
+        self._http = HttpClient()
         self._background: set[asyncio.Task[Any]] = set()
         self._closed = False
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -70,8 +71,6 @@ def trim_history(runs: list[dict[str, Any]], successful_limit: int,
 def truncate_result(result: Any) -> str | None:
     if result is None:
         return None
-    import json
-
     text = json.dumps(result, default=str, separators=(",", ":"))
     return text if len(text) <= RESULT_LIMIT else text[: RESULT_LIMIT - 1] + "…"
 

@@ -21,7 +21,7 @@ import logging
 import os
 import random
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -190,12 +190,9 @@ class Engine:
         self._seq = itertools.count()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._flush_wake = asyncio.Event()
-        self.lateness_ms: list[float] = []
         self.apps: Any = None  # AppsKube when Deployment-backed handlers are enabled
         self.pods: dict[tuple[str, str], dict[str, Any]] = {}
         self.scaler_wake = asyncio.Event()
-        # Called with the HandlerState whenever its demand changes (scaling hooks in here).
-        self.on_demand_change: Callable[[HandlerState], None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------
     async def run(self) -> None:
@@ -320,7 +317,7 @@ class Engine:
                                 starting_deadline=spec.starting_deadline_seconds)
                 self._record_missed(state, plan.missed, cut)
                 for slot in plan.run:
-                    self._fire(state, slot, late=True)
+                    self._fire(state, slot)
                 last = slots[-1]
         after = max(now, last) if last else now
         self._set_next(state, next_fire(trigger, after))
@@ -378,7 +375,7 @@ class Engine:
 
     # -- firing ------------------------------------------------------------------------
     def _fire(self, state: ScheduleState, slot: dt.datetime, *, fire_at: dt.datetime | None = None,
-              late: bool = False, run_id: str | None = None, policy: str | None = None) -> None:
+              run_id: str | None = None, policy: str | None = None) -> None:
         spec = state.spec
         assert spec is not None
         run = Run(run_id or d.run_id_for(state.uid, slot), slot, fire_at or slot)
@@ -437,8 +434,6 @@ class Engine:
                 now = self.clock.now()
                 if run.start is None:
                     run.start = now
-                    lateness = (now - run.fire_at).total_seconds() * 1000
-                    self.lateness_ms.append(lateness)
                     self._mark(state)
                 deadline = now + dt.timedelta(seconds=spec.timeout_seconds)
                 try:
@@ -465,7 +460,6 @@ class Engine:
                     random_fraction=self.rng.random())
                 log.info("%s: run %s attempt %d failed (%s: %s); retrying in %.2fs", state.ref,
                          run.run_id, run.attempt, result.error_type, result.message, delay)
-                state.status.setdefault("counters", {})
                 _bump(state.status, "retried")
                 run.attempt += 1
                 self._mark(state)
@@ -535,8 +529,6 @@ class Engine:
         h.dirty = True
         self._flush_wake.set()
         self.scaler_wake.set()
-        if self.on_demand_change is not None:
-            self.on_demand_change(h)
 
     def upsert_handler(self, body: dict[str, Any]) -> None:
         meta = body["metadata"]
@@ -560,9 +552,7 @@ class Engine:
         else:
             h.source = "template" if h.spec.template is not None else "deploymentRef"
             self._spawn(self._ensure_workload(h, body))
-        for s in self.schedules.values():
-            if s.namespace == h.namespace and s.spec and s.spec.handler == h.name:
-                self._check_handler(s)
+        self._recheck_schedules(h.namespace, h.name)
 
     def set_handler_endpoints(self, namespace: str, name: str, endpoints: list[Endpoint]) -> None:
         """Ready endpoints from pod discovery (Deployment-backed handlers)."""
@@ -575,9 +565,7 @@ class Engine:
         if h is not None:
             h.body, h.spec = None, None
             h.pool.set_ready([])
-            for s in self.schedules.values():
-                if s.namespace == namespace and s.spec and s.spec.handler == name:
-                    self._check_handler(s)
+            self._recheck_schedules(namespace, name)
 
     async def _refresh_handler(self, h: HandlerState) -> None:
         """Probe known endpoints (describe); the ones that answer are Ready."""
@@ -609,9 +597,7 @@ class Engine:
         self._wake_waiters(h)
         h.dirty = True
         self._flush_wake.set()
-        for s in self.schedules.values():
-            if s.namespace == h.namespace and s.spec and s.spec.handler == h.name:
-                self._check_handler(s)
+        self._recheck_schedules(h.namespace, h.name)
 
     async def _probe_handlers_forever(self, every: float = 10.0) -> None:
         while True:
@@ -709,9 +695,16 @@ class Engine:
         self._wake_waiters(h)
         if endpoints and not had_methods:
             self._spawn(self._refresh_handler(h))
-        for s in self.schedules.values():
-            if s.namespace == h.namespace and s.spec and s.spec.handler == h.name:
-                self._check_handler(s)
+        self._recheck_schedules(h.namespace, h.name)
+
+    def schedules_of(self, namespace: str, handler: str) -> list[ScheduleState]:
+        """The valid Schedules that target a Handler."""
+        return [s for s in self.schedules.values() if s.namespace == namespace
+                and s.spec is not None and s.spec.handler == handler]
+
+    def _recheck_schedules(self, namespace: str, handler: str) -> None:
+        for s in self.schedules_of(namespace, handler):
+            self._check_handler(s)
 
     def _check_handler(self, state: ScheduleState) -> None:
         """Conditions only the operator can know: does the handler/method exist?"""
@@ -816,9 +809,7 @@ class Engine:
             self._record(state, run, "Missed", message=entry_msg)
         extra = len(slots) - min(3, len(slots))
         if extra:
-            state.status.setdefault("counters", {})
-            state.status["counters"]["missed"] = int(
-                state.status["counters"].get("missed") or 0) + extra
+            _bump(state.status, "missed", extra)
         self._warn(state, "MissedSlots", f"{len(slots)}{'+' if cut else ''} slot(s) missed "
                    "while no operator was running")
 
@@ -1049,9 +1040,9 @@ class Engine:
         }
 
 
-def _bump(status: dict[str, Any], counter: str) -> None:
+def _bump(status: dict[str, Any], counter: str, by: int = 1) -> None:
     counters = status.setdefault("counters", {})
-    counters[counter] = int(counters.get(counter) or 0) + 1
+    counters[counter] = int(counters.get(counter) or 0) + by
 
 
 def _endpoint(address: str, protocol: str) -> Endpoint:

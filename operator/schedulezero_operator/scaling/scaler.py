@@ -44,10 +44,8 @@ class Scaler:
         sc = h.spec.scaling
         now = eng.clock.now()
         current = h.desired if h.desired is not None else int(h.replicas or 0)
-        upcoming = [s.next_slot for s in eng.schedules.values()
-                    if s.namespace == h.namespace and s.spec is not None
-                    and s.spec.handler == h.name and s.next_slot is not None
-                    and not s.spec.suspend]
+        upcoming = [s.next_slot for s in eng.schedules_of(h.namespace, h.name)
+                    if s.next_slot is not None and s.spec is not None and not s.spec.suspend]
         decision = desired_replicas(
             current=current, in_flight=h.pool.in_flight, queued=h.queued,
             concurrency=h.spec.concurrency, min_replicas=sc.min_replicas,
