@@ -2,8 +2,9 @@
 
 In the spirit of ScheduleZero's test handler (write_file, append_to_file,
 increment_counter, heartbeat, get_execution_count). Every execution is appended
-to a JSON-lines file (``SZ_TEST_RECORD``, default ./executions.jsonl) so tests can
-check what really ran — at most once per run id, on which pod, how late.
+to a JSON-lines file (``SZ_TEST_RECORD``, default ``executions.jsonl`` in the temp
+directory, never the working directory) so tests can check what really ran — at most
+once per run id, on which pod, how late.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -22,7 +24,8 @@ from schedulezero_handler import JobContext, PermanentError, method
 class TestHandler:
     __test__ = False  # not a pytest class, despite the name
     def __init__(self) -> None:
-        self.record_path = Path(os.environ.get("SZ_TEST_RECORD", "executions.jsonl"))
+        self.record_path = Path(os.environ.get("SZ_TEST_RECORD") or Path(
+            tempfile.gettempdir()) / "executions.jsonl")
         self.counters: dict[str, int] = {}
         self._attempts: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -31,6 +34,7 @@ class TestHandler:
         entry = {
             "method": method_name, "receivedAt": time.time(),
             "runId": ctx.run_id if ctx else None, "attempt": ctx.attempt if ctx else None,
+            "schedule": ctx.schedule if ctx else None,
             "scheduledTime": ctx.scheduled_time if ctx else None,
             "pod": os.environ.get("POD_NAME"), **fields,
         }

@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from . import controllers  # registers the kopf handlers
 
+    controllers.safe_decode.install()
     controllers.OPTIONS.update(leader_elect=args.leader_elect,
                                lease_namespace=args.lease_namespace, lease_name=args.lease_name)
 

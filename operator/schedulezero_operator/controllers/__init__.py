@@ -17,6 +17,7 @@ import kopf
 from ..api.models import GROUP, VERSION
 from ..engine import Engine, SystemClock
 from ..scaling.scaler import Scaler
+from . import safe_decode
 from .kube import AppsKube, Kube
 
 log = logging.getLogger("schedulezero.controllers")
@@ -33,6 +34,7 @@ def engine() -> Engine:
 
 @kopf.on.startup()
 async def _startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+    safe_decode.install()  # before any watch starts: no stored object can crash us
     settings.peering.standalone = True  # leader election is ours (a Lease), not peering
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330

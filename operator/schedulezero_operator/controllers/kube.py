@@ -10,10 +10,8 @@ that precondition is what makes a slot claim exclusive.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import json
 import logging
-import time
 from typing import Any
 
 from kubernetes import client, config
@@ -21,6 +19,8 @@ from kubernetes.client.rest import ApiException
 
 from ..api.models import GROUP, VERSION
 from ..engine.engine import Conflict, NotFound
+from . import safe_decode
+from .events import EventRecorder
 
 log = logging.getLogger("schedulezero.kube")
 
@@ -41,8 +41,8 @@ class Kube:
         self.custom = client.CustomObjectsApi(self.api)
         self.core = client.CoreV1Api(self.api)
         self._limit = asyncio.Semaphore(max_parallel)
-        self._event_seen: dict[tuple[str, str, str], float] = {}
         self._session: Any = None
+        self.events = EventRecorder(self)
 
     async def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         async with self._limit:
@@ -97,7 +97,7 @@ class Kube:
             if resp.status >= 400:
                 raise ApiException(status=resp.status, reason=payload[:300].decode(
                     "utf-8", "replace"))
-            return dict(json.loads(payload))
+            return dict(safe_decode.loads(payload))
 
     async def patch_status(self, plural: str, namespace: str, name: str,
                            resource_version: str | None, status: dict[str, Any]) -> str:
@@ -115,6 +115,7 @@ class Kube:
             "GET", f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{plural}/{name}")
 
     async def close(self) -> None:
+        await self.events.close()
         if self._session is not None:
             await self._session.close()
 
@@ -131,30 +132,23 @@ class Kube:
         return base64.b64decode(raw) if raw is not None else None
 
     async def event(self, obj: dict[str, Any], kind: str, type_: str, reason: str,
-                    message: str, *, every: float = 30.0) -> None:
-        """Post a core/v1 Event, at most one per (object, reason) every ``every`` seconds."""
-        meta = obj["metadata"]
-        key = (meta["uid"], reason, message[:80])
-        now = time.monotonic()
-        if now - self._event_seen.get(key, -1e9) < every:
-            return
-        self._event_seen[key] = now
-        stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        body = {
-            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
-            "involvedObject": {"apiVersion": f"{GROUP}/{VERSION}", "kind": kind,
-                               "name": meta["name"], "namespace": meta["namespace"],
-                               "uid": meta["uid"]},
-            "reason": reason, "message": message[:1024], "type": type_,
-            "source": {"component": "schedulezero-operator"},
-            "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
-            "reportingComponent": "schedulezero-operator",
-        }
-        try:
-            await self._call(self.core.create_namespaced_event, meta["namespace"], body)
-        except ApiException as e:
-            log.warning("could not post event %s on %s: %s", reason, meta["name"], e.reason)
+                    message: str, *, every: float = 60.0) -> None:
+        """A core/v1 Event; repeats of (object, reason) within ``every`` s fold into a count."""
+        await self.events.record(obj, kind, type_, reason, message, interval=every)
 
+    async def create_event(self, namespace: str, body: dict[str, Any]) -> str:
+        obj = await self._request("POST", f"/api/v1/namespaces/{namespace}/events", body,
+                                  "application/json")
+        return str(obj["metadata"]["name"])
+
+    async def patch_event(self, namespace: str, name: str, body: dict[str, Any]) -> bool:
+        """Merge-patch an Event; False if it is gone (expired by its TTL or deleted)."""
+        try:
+            await self._request("PATCH", f"/api/v1/namespaces/{namespace}/events/{name}",
+                                body, "application/merge-patch+json")
+        except NotFound:
+            return False
+        return True
 
 
 class AppsKube:

@@ -17,6 +17,7 @@ import asyncio
 import datetime as dt
 import heapq
 import itertools
+import json
 import logging
 import os
 import random
@@ -27,7 +28,7 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from ..api.models import RUN_NOW_ANNOTATION, HandlerSpec, ScheduleSpec
+from ..api.models import DECODE_PROBLEM, RUN_NOW_ANNOTATION, HandlerSpec, ScheduleSpec
 from ..dispatch import Dispatcher, DispatchResult, Endpoint, EndpointPool
 from ..timing import (
     Trigger,
@@ -168,6 +169,7 @@ class HandlerState:
     last_needed_current: dt.datetime | None = None
     scale_changes: int = 0
     workload_error: str | None = None
+    invalid: str | None = None  # why the spec cannot be used
 
     @property
     def queued(self) -> int:
@@ -254,6 +256,10 @@ class Engine:
         state.body = body
         self.timers.cancel(state.key)
         try:
+            problem = body.get(DECODE_PROBLEM)
+            if problem:
+                raise TriggerError(f"invalid spec: {problem}; the operator cannot use this "
+                                   "object (fix or delete it)")
             spec = ScheduleSpec.model_validate(body.get("spec") or {})
             created = parse_iso(body["metadata"].get("creationTimestamp")) or self.clock.now()
             trigger = parse_trigger(schedule=spec.schedule, interval=spec.interval, at=spec.at,
@@ -335,11 +341,29 @@ class Engine:
         if spec.jitter:
             following = next_fire(trigger, slot)
             gap = (following - slot).total_seconds() if following else None
+            jitter = parse_duration(spec.jitter)
             fire_at = slot + dt.timedelta(seconds=jitter_offset(
-                d.run_id_for(state.uid, slot), parse_duration(spec.jitter), gap))
+                d.run_id_for(state.uid, slot), jitter, gap))
+            self._check_jitter(state, jitter, gap)
         key = state.key
         self.timers.schedule(key, fire_at, lambda: self._on_timer(key, slot, fire_at))
         self._mark(state)  # writes the claim for `slot` (with the previous run's record)
+
+    def _check_jitter(self, state: ScheduleState, jitter: float, gap: float | None) -> None:
+        """Jitter is clamped to half the gap to the next fire (so runs keep their order).
+
+        Clamping, not refusing: the Schedule still fires, and the condition plus a
+        Warning Event tell the user the delay they asked for is not the one applied.
+        """
+        assert state.spec is not None
+        if gap is not None and jitter > gap / 2:
+            msg = (f"spec.jitter {state.spec.jitter} is more than half the {gap:g}s gap to the "
+                   f"next fire; each fire is delayed by at most {gap / 2:g}s instead")
+            self._condition(state, "JitterApplied", False, "JitterClamped", msg)
+            self._warn(state, "JitterClamped", msg, every=3600)
+        else:
+            self._condition(state, "JitterApplied", True, "WithinGap",
+                            f"fires are delayed by up to {state.spec.jitter}")
 
     def _stopped(self, state: ScheduleState) -> bool:
         spec = state.spec
@@ -536,11 +560,20 @@ class Engine:
         h.body = body
         h.resource_version = meta.get("resourceVersion")
         try:
+            problem = body.get(DECODE_PROBLEM)
+            if problem:
+                raise TriggerError(f"invalid spec: {problem}; the operator cannot use this "
+                                   "object (fix or delete it)")
             h.spec = HandlerSpec.model_validate(body.get("spec") or {})
-        except ValidationError as e:
-            h.spec = None
+            h.invalid = None
+        except (ValidationError, TriggerError) as e:
+            h.spec, h.invalid = None, _validation_message(e)
+            h.pool.set_ready([])
             self._spawn(self.kube.event(body, "Handler", "Warning", "InvalidHandler",
-                                        _validation_message(e)))
+                                        h.invalid))
+            h.dirty = True
+            self._flush_wake.set()
+            self._recheck_schedules(h.namespace, h.name)
             return
         h.pool.capacity_per_endpoint = h.spec.concurrency
         if h.spec.protocol == "zmq-legacy":
@@ -627,7 +660,8 @@ class Engine:
                 h.deployment = h.name
                 h.selector = {"matchLabels": {HANDLER_LABEL: h.name}}
             else:
-                name = (h.spec.deployment_ref or {}).get("name", "")
+                assert h.spec.deployment_ref is not None
+                name = h.spec.deployment_ref.name
                 dep = await self.apps.get_deployment(h.namespace, name)
                 if dep is None:
                     h.workload_error = (f"Deployment {name!r} (spec.deploymentRef) not found "
@@ -643,8 +677,8 @@ class Engine:
             if h.replicas is None or h.desired is None:
                 h.replicas = int(dep["spec"].get("replicas") or 0)
         except Exception as e:
-            log.exception("handler %s/%s: workload", h.namespace, h.name)
-            h.workload_error = f"cannot manage the Deployment: {e}"
+            log.exception("handler %s/%s: managing its Deployment failed", h.namespace, h.name)
+            h.workload_error = f"cannot manage the Deployment: {_api_error_text(e)}"
             await self.kube.event(body, "Handler", "Warning", "WorkloadError", h.workload_error)
         self._reindex(h)
 
@@ -784,8 +818,9 @@ class Engine:
         elif outcome in ("Failed", "TimedOut"):
             status["lastFailureTime"] = iso(now)
             status["consecutiveFailures"] = int(status.get("consecutiveFailures") or 0) + 1
+            # Folded per interval into one Event with a count (not one per run).
             self._warn(state, f"Run{outcome}", f"run {run.run_id} {outcome.lower()} after "
-                       f"{run.attempt} attempt(s): {message}", every=0)
+                       f"{run.attempt} attempt(s): {message}")
             if spec and d.should_pause(status["consecutiveFailures"], spec.pause_after_failures):
                 state.paused_generation = state.generation
                 self.timers.cancel(state.key)
@@ -845,7 +880,7 @@ class Engine:
         start, until = parse_iso(claim.get("scheduledTime")), parse_iso(claim.get("until"))
         if start is None or until is None or slot < start:
             return False
-        return slot + CLAIM_HORIZON / 2 <= until or (
+        return _later(slot, CLAIM_HORIZON / 2) <= until or (
             state.trigger is not None and next_fire(state.trigger, until) is None)
 
     def _urgent(self, state: ScheduleState) -> bool:
@@ -879,13 +914,13 @@ class Engine:
                 assert state.trigger is not None
                 while True:  # the last slot within the horizon
                     nxt = next_fire(state.trigger, until)
-                    if nxt is None or nxt > state.next_slot + CLAIM_HORIZON:
+                    if nxt is None or nxt > _later(state.next_slot, CLAIM_HORIZON):
                         break
                     until = nxt
                 claim = {"holder": self.identity,
                          "runId": d.run_id_for(state.uid, state.next_slot),
                          "scheduledTime": iso(state.next_slot), "until": iso(until),
-                         "expires": iso(until + CLAIM_GRACE)}
+                         "expires": iso(_later(until, CLAIM_GRACE))}
             state.claim = claim
         trigger = state.trigger.description if state.trigger else None
         if state.trigger and state.trigger.kind == "interval":
@@ -1001,6 +1036,13 @@ class Engine:
             return {"type": kind, "status": status, "reason": reason, "message": message,
                     "lastTransitionTime": since}
 
+        if h.invalid is not None:
+            return {
+                "conditions": [cond("Available", False, "InvalidHandler", h.invalid),
+                               cond("Degraded", True, "InvalidHandler", h.invalid)],
+                "readyEndpoints": [], "ready": "0/0", "methods": [], "inFlight": 0,
+                "queued": h.queued,
+            }
         if h.source == "endpoints":
             return {
                 "conditions": [
@@ -1040,6 +1082,14 @@ class Engine:
         }
 
 
+def _later(t: dt.datetime, delta: dt.timedelta) -> dt.datetime:
+    """``t + delta``, saturating at the end of time (an `at` in year 9999 is legal)."""
+    try:
+        return t + delta
+    except OverflowError:
+        return dt.datetime.max.replace(tzinfo=UTC)
+
+
 def _bump(status: dict[str, Any], counter: str, by: int = 1) -> None:
     counters = status.setdefault("counters", {})
     counters[counter] = int(counters.get(counter) or 0) + by
@@ -1055,6 +1105,21 @@ def _validation_message(e: Exception) -> str:
         parts = []
         for err in e.errors()[:5]:
             where = ".".join(str(x) for x in err["loc"])
-            parts.append(f"spec.{where}: {err['msg']}")
+            parts.append(f"spec.{where}: {err['msg'].removeprefix('Value error, ')}")
         return "invalid spec: " + "; ".join(parts)
     return str(e)
+
+
+def _api_error_text(e: Exception) -> str:
+    """What a person can act on: the API server's message, never a bare KeyError."""
+    status, reason = getattr(e, "status", None), getattr(e, "reason", None)
+    body = getattr(e, "body", None)
+    if status is not None:
+        detail = ""
+        if isinstance(body, str | bytes):
+            try:
+                detail = str(json.loads(body).get("message") or "")
+            except (ValueError, AttributeError):
+                detail = ""
+        return f"the API server answered {status} {reason or ''}: {detail}".strip(": ")
+    return f"operator error ({type(e).__name__}); see the operator log"
