@@ -1,14 +1,23 @@
-"""Firing benchmark: N Schedules every P seconds on the local control plane.
+"""Firing benchmark: N Schedules on the local control plane, any trigger mix.
 
 Measures, from the handler's own receipts, fire lateness (scheduled time ->
-handler receipt) p50/p99/max, missed and duplicated slots, and the API load
-(status PATCHes counted by the API server's own metrics). The whole stack is
-real: etcd, kube-apiserver, the operator process, an SDK handler process.
+handler receipt) p50/p99/max, missed and duplicated slots, the API load (status
+PATCHes counted by the API server's own metrics) and the operator's CPU and RSS.
+The whole stack is real: etcd, kube-apiserver, the operator process, an SDK
+handler process. Mixes (``--mix``):
+
+- ``interval``: every Schedule ``interval: <period>``;
+- ``cron``: a third ``interval: 2s``, a third ``*/2 * * * * *`` (6-field cron),
+  a third ``* * * * *`` — the last third all due at second 0 of each minute;
+- ``burst``: every Schedule ``* * * * *``: N runs due at the same second; reports
+  the spread between the first and the last receipt of each burst.
 
     python bench/firing.py --schedules 200 --period 2s --seconds 30
+    python bench/firing.py --schedules 1000 --mix cron --seconds 70
+    python bench/firing.py --schedules 100 --mix burst --seconds 65
 
 Uses the cluster KUBECONFIG points at, else starts the local control plane.
-Prints a table and writes bench/results/firing-<N>.json. Not a test.
+Prints a table and writes bench/results/firing-<mix>-<N>.json. Not a test.
 """
 
 from __future__ import annotations
@@ -17,7 +26,6 @@ import argparse
 import concurrent.futures
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -49,14 +57,44 @@ def status_patches(api: client.ApiClient) -> int:
     return total
 
 
+def spec_for(mix: str, i: int, period: str) -> dict[str, Any]:
+    base: dict[str, Any] = {"handler": "h", "method": "heartbeat"}
+    if mix == "burst" or (mix == "cron" and i % 3 == 2):
+        return {**base, "schedule": "* * * * *"}
+    if mix == "cron" and i % 3 == 1:
+        return {**base, "schedule": "*/2 * * * * *"}
+    return {**base, "interval": period if mix == "interval" else "2s"}
+
+
+def expected_slots(spec: dict[str, Any], created: float, start: float, end: float) -> int:
+    """Nominal slots in [start, end), by plain arithmetic (not the operator's timing code)."""
+    if "interval" in spec:
+        step, anchor = float(spec["interval"].rstrip("s")), created
+    elif spec["schedule"] == "*/2 * * * * *":
+        step, anchor = 2.0, 0.0
+    else:
+        step, anchor = 60.0, 0.0
+    first = start + ((anchor - start) % step)
+    return 0 if first >= end else int((end - first - 1e-9) // step) + 1
+
+
+def proc_cpu_rss(pid: int) -> tuple[float, float]:
+    """(CPU seconds, RSS MiB) of a process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu = (int(fields[11]) + int(fields[12])) / ticks
+    rss = int(fields[21]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    return cpu, rss
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--schedules", type=int, default=200)
     parser.add_argument("--period", default="2s")
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--warmup", type=float, default=10)
+    parser.add_argument("--mix", choices=["interval", "cron", "burst"], default="interval")
     args = parser.parse_args()
-    period = float(re.sub("s$", "", args.period))
     work = Path(tempfile.mkdtemp(prefix="sz-bench-"))
     cluster = None
     if not os.environ.get("KUBECONFIG"):
@@ -86,23 +124,29 @@ def main() -> None:
             "metadata": {"name": "h"},
             "spec": {"protocol": "zmq", "endpoints": [handler.address], "concurrency": 1024}})
 
-        def create(i: int) -> None:
-            custom.create_namespaced_custom_object("schedulezero.io", "v1alpha1", ns,
-                                                   "schedules", {
-                "apiVersion": "schedulezero.io/v1alpha1", "kind": "Schedule",
-                "metadata": {"name": f"s{i:05d}"},
-                "spec": {"handler": "h", "method": "heartbeat", "interval": args.period}})
+        specs = {f"s{i:05d}": spec_for(args.mix, i, args.period) for i in range(args.schedules)}
+        created: dict[str, float] = {}
+
+        def create(name: str) -> None:
+            obj = custom.create_namespaced_custom_object(
+                "schedulezero.io", "v1alpha1", ns, "schedules", {
+                    "apiVersion": "schedulezero.io/v1alpha1", "kind": "Schedule",
+                    "metadata": {"name": name}, "spec": specs[name]})
+            created[name] = ts(obj["metadata"]["creationTimestamp"])
 
         t0 = time.time()
         with concurrent.futures.ThreadPoolExecutor(16) as pool:
-            list(pool.map(create, range(args.schedules)))
+            list(pool.map(create, specs))
         created_s = time.time() - t0
         time.sleep(args.warmup)
+        assert operator.proc is not None
         window_start = time.time()
         writes_before = status_patches(api)
+        cpu_before, rss_before = proc_cpu_rss(operator.proc.pid)
         time.sleep(args.seconds)
         window_end = time.time()
         writes = status_patches(api) - writes_before
+        cpu_after, rss_after = proc_cpu_rss(operator.proc.pid)
         time.sleep(2)  # let in-window runs land
 
         rows = handler.executions("heartbeat")
@@ -110,27 +154,47 @@ def main() -> None:
         lateness = [(r["receivedAt"] - ts(r["scheduledTime"])) * 1000 for r in in_window]
         run_ids = [r["runId"] for r in rows]
         duplicates = len(run_ids) - len(set(run_ids))
-        slots_expected = 0
-        # Interval slots are anchored at each Schedule's creation second.
-        for r in {r["runId"].split("-")[0]: r for r in rows}.values():
-            anchor = ts(r["scheduledTime"]) % period
-            first = window_start + ((anchor - window_start) % period)
-            slots_expected += int((window_end - first - 1e-9) // period) + 1
+        slots_expected = sum(expected_slots(specs[name], created[name], window_start,
+                                            window_end) for name in specs)
+        ran = {(r["schedule"], r["scheduledTime"]) for r in in_window}
+        by_kind: dict[str, list[float]] = {}
+        for r, late in zip(in_window, lateness, strict=True):
+            spec = specs[r["schedule"].split("/", 1)[1]]
+            by_kind.setdefault(spec.get("schedule") or f"interval {spec['interval']}",
+                               []).append(late)
+        bursts: dict[str, list[float]] = {}
+        for r in in_window:
+            if specs[r["schedule"].split("/", 1)[1]].get("schedule") == "* * * * *":
+                bursts.setdefault(r["scheduledTime"], []).append(r["receivedAt"])
+        spreads = [(max(v) - min(v)) * 1000 for v in bursts.values()]
         result: dict[str, Any] = {
-            "schedules": args.schedules, "period_s": period, "window_s": args.seconds,
-            "fires_per_s": args.schedules / period, "runs_in_window": len(in_window),
+            "mix": args.mix, "schedules": args.schedules, "window_s": args.seconds,
+            "fires_per_s": len(in_window) / args.seconds, "runs_in_window": len(in_window),
             "slots_expected": slots_expected,
-            "missed": max(0, slots_expected - len({r["runId"] for r in in_window})),
+            "missed": max(0, slots_expected - len(ran)),
             "duplicates": duplicates, "lateness_p50_ms": pct(lateness, 0.5),
             "lateness_p99_ms": pct(lateness, 0.99),
             "lateness_max_ms": max(lateness) if lateness else float("nan"),
+            "by_trigger": {k: {"runs": len(v), "p50_ms": pct(v, 0.5), "p99_ms": pct(v, 0.99),
+                               "max_ms": max(v)} for k, v in by_kind.items()},
+            "minute_bursts": len(spreads),
+            "burst_spread_max_ms": max(spreads) if spreads else None,
             "status_patches": writes, "patches_per_run": writes / max(1, len(in_window)),
+            "operator_cpu_percent": 100 * (cpu_after - cpu_before) / (window_end - window_start),
+            "operator_rss_mib": rss_after, "operator_rss_start_mib": rss_before,
             "create_seconds": created_s, "cpus": os.cpu_count(),
             "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         for k, v in result.items():
-            print(f"{k:>18}: {v:.2f}" if isinstance(v, float) else f"{k:>18}: {v}")
-        out = REPO / "bench" / "results" / f"firing-{args.schedules}.json"
+            if isinstance(v, dict):
+                for kind, f in v.items():
+                    print(f"{'':>18}  {kind:<22} runs {f['runs']:>6}  p50 {f['p50_ms']:8.1f} ms"
+                          f"  p99 {f['p99_ms']:8.1f} ms  max {f['max_ms']:8.1f} ms")
+                continue
+            print(f"{k:>22}: {v:.2f}" if isinstance(v, float) else f"{k:>22}: {v}")
+        name = f"firing-{args.schedules}" if args.mix == "interval" else \
+            f"firing-{args.mix}-{args.schedules}"
+        out = REPO / "bench" / "results" / f"{name}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2))
         print(f"saved {out.relative_to(REPO)}")
