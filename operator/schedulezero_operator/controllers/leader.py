@@ -17,6 +17,8 @@ import datetime as dt
 import logging
 import os
 import signal
+import time
+from collections.abc import Callable
 from typing import Any
 
 from kubernetes import client
@@ -34,14 +36,32 @@ def _fmt(t: dt.datetime) -> str:
 
 
 class LeaderElector:
-    def __init__(self, api: client.ApiClient, namespace: str, name: str, identity: str,
-                 duration: float = 10.0, renew: float = 2.0, retry: float = 1.0) -> None:
-        self.coord = client.CoordinationV1Api(api)
+    def __init__(self, api: client.ApiClient | None, namespace: str, name: str, identity: str,
+                 duration: float = 10.0, renew: float = 2.0, retry: float = 1.0, *,
+                 coord: Any = None, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.coord = coord if coord is not None else client.CoordinationV1Api(api)
         self.namespace, self.name, self.identity = namespace, name, identity
         self.duration, self.renew, self.retry = duration, renew, retry
+        self._monotonic = monotonic
+        # Leading until this monotonic instant: renewal sent + duration - margin. The
+        # margin covers clock-rate differences and the successor's own retry period.
+        self._valid_until = float("-inf")
+        self._margin = min(self.renew, self.duration / 4)
         self._renewer: asyncio.Task[None] | None = None
 
+    def leading(self) -> bool:
+        """Still the leader by our own monotonic clock (no API call: safe to ask often)."""
+        return self._monotonic() < self._valid_until
+
     async def _try(self) -> bool:
+        sent = self._monotonic()
+        if await self._try_at(sent):
+            self._valid_until = sent + self.duration - self._margin
+            return True
+        self._valid_until = float("-inf")
+        return False
+
+    async def _try_at(self, sent: float) -> bool:
         now = _now()
         spec: dict[str, Any] = {"holderIdentity": self.identity,
                                 "leaseDurationSeconds": int(self.duration),
@@ -113,13 +133,21 @@ class LeaderElector:
             return
 
     async def release(self) -> None:
+        """Give the Lease up at once — only if we still hold it (never a successor's)."""
         if self._renewer is not None:
             self._renewer.cancel()
+        self._valid_until = float("-inf")
         try:
-            await asyncio.to_thread(self.coord.patch_namespaced_lease, self.name,
-                                    self.namespace,
-                                    {"spec": {"holderIdentity": None,
-                                              "renewTime": _fmt(_now() - dt.timedelta(
-                                                  seconds=self.duration * 2))}})
+            lease = await asyncio.to_thread(self.coord.read_namespaced_lease, self.name,
+                                            self.namespace)
+            if lease.spec.holder_identity != self.identity:
+                log.info("not releasing Lease %s/%s: held by %s now", self.namespace,
+                         self.name, lease.spec.holder_identity)
+                return
+            await asyncio.to_thread(
+                self.coord.patch_namespaced_lease, self.name, self.namespace,
+                {"metadata": {"resourceVersion": lease.metadata.resource_version},
+                 "spec": {"holderIdentity": None,
+                          "renewTime": _fmt(_now() - dt.timedelta(seconds=self.duration * 2))}})
         except Exception as e:  # noqa: BLE001 - the lease then expires by itself
             log.warning("could not release the lease: %s", e)
