@@ -1,0 +1,234 @@
+"""Bucketed leader election: Schedules sharded across operator replicas.
+
+As Knative's ``pkg/leaderelection`` does for sharded controllers: every Schedule
+falls into one of ``B`` buckets (a stable hash of ``namespace/name`` mod B) and each
+bucket is held by one replica through its own ``coordination.k8s.io`` Lease
+(``<prefix>-bucket-<i>``). Every replica watches everything but arms only the
+Schedules of the buckets it holds.
+
+How replicas share: each replica also keeps a *member* Lease
+(``<prefix>-member-<identity>``) renewed like the buckets; the live members are
+the unexpired member Leases. A replica aims at its fair share — ``B // members``,
+plus one for the first ``B % members`` members in identity order — takes free or
+expired buckets up to it, and gives back buckets above it (a peer joined), so
+buckets move only when membership changes. With ``B = 1`` this is plain leader
+election.
+
+Safety does not rest on this: a bucket's Lease can be briefly held by two replicas'
+beliefs (a frozen holder), so each bucket is *fenced* by a monotonic deadline
+(:meth:`BucketElector.owns` — renewal sent + duration - margin, as
+:class:`~.leader.LeaderElector`), and every slot is still claimed in the Schedule's
+status with a resourceVersion precondition, which decides any overlap once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+import zlib
+from collections.abc import Callable
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+log = logging.getLogger("schedulezero.buckets")
+
+
+def bucket_of(namespace: str, name: str, buckets: int) -> int:
+    """A Schedule's bucket: CRC-32 of ``namespace/name`` (stable across processes)."""
+    return zlib.crc32(f"{namespace}/{name}".encode()) % buckets
+
+
+def fair_share(identity: str, members: list[str], buckets: int) -> int:
+    """How many buckets ``identity`` should hold given the live ``members``."""
+    ordered = sorted(set(members) | {identity})
+    base, extra = divmod(buckets, len(ordered))
+    return base + (1 if ordered.index(identity) < extra else 0)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _fmt(t: dt.datetime) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _dns_safe(identity: str) -> str:
+    safe = "".join(c if c.isalnum() or c in "-." else "-" for c in identity.lower())
+    return safe.strip("-.")[:200] or "member"
+
+
+class BucketElector:
+    def __init__(self, api: client.ApiClient | None, namespace: str, prefix: str,
+                 identity: str, buckets: int, *, duration: float = 10.0, renew: float = 2.0,
+                 coord: Any = None, monotonic: Callable[[], float] = time.monotonic,
+                 on_change: Callable[[set[int]], None] | None = None) -> None:
+        self.coord = coord if coord is not None else client.CoordinationV1Api(api)
+        self.namespace, self.prefix, self.identity = namespace, prefix, identity
+        self.buckets, self.duration, self.renew = buckets, duration, renew
+        self._monotonic = monotonic
+        self._margin = min(renew, duration / 4)
+        self._valid_until: dict[int, float] = {}  # bucket -> monotonic fence
+        self.on_change = on_change
+        self._task: asyncio.Task[None] | None = None
+
+    # -- what the engine asks ----------------------------------------------------------
+    def owns_bucket(self, bucket: int) -> bool:
+        return self._monotonic() < self._valid_until.get(bucket, float("-inf"))
+
+    def owns(self, namespace: str, name: str) -> bool:
+        """Fire this Schedule? (no API call: a frozen-and-resumed replica answers no)."""
+        return self.owns_bucket(bucket_of(namespace, name, self.buckets))
+
+    @property
+    def held(self) -> set[int]:
+        return {b for b in self._valid_until if self.owns_bucket(b)}
+
+    def lease_name(self, bucket: int) -> str:
+        return f"{self.prefix}-bucket-{bucket}"
+
+    @property
+    def member_lease(self) -> str:
+        return f"{self.prefix}-member-{_dns_safe(self.identity)}"
+
+    # -- one round -----------------------------------------------------------------------
+    async def step(self) -> set[int]:
+        """Renew our member Lease and buckets, take or give back to reach the fair share."""
+        before = self.held
+        sent = self._monotonic()
+        await self._upsert(self.member_lease, sent, take_expired=True)
+        members = await self._members()
+        share = fair_share(self.identity, members, self.buckets)
+        leases = await self._bucket_leases()
+        mine = [b for b in range(self.buckets) if self._holder(leases.get(b)) == self.identity]
+        for b in mine[share:][::-1]:  # give back the highest buckets above our share
+            await self._release(b)
+            mine.remove(b)
+        for b in mine:
+            await self._renew_bucket(b)
+        free = [b for b in range(self.buckets)
+                if b not in mine and self._free(leases.get(b))]
+        for b in free[:max(0, share - len(mine))]:
+            await self._renew_bucket(b)
+        after = self.held
+        if after != before:
+            log.info("buckets held by %s: %s", self.identity, sorted(after))
+            if self.on_change is not None:
+                self.on_change(after)
+        return after
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.step()
+            except Exception as e:  # noqa: BLE001 - fences expire on their own if this persists
+                log.warning("bucket election: %s", e)
+            await asyncio.sleep(self.renew)
+
+    async def release_all(self) -> None:
+        """On clean shutdown: give back our buckets (only those we still hold)."""
+        for b in list(self._valid_until):
+            await self._release(b)
+        try:  # peers see one member fewer at once, not after the member Lease expires
+            await asyncio.to_thread(self.coord.delete_namespaced_lease, self.member_lease,
+                                    self.namespace)
+        except ApiException as e:
+            log.warning("could not delete member Lease %s: %s", self.member_lease, e.reason)
+
+    # -- Lease plumbing ------------------------------------------------------------------
+    def _expired(self, lease: Any) -> bool:
+        spec = lease.spec
+        renewed = spec.renew_time
+        return (renewed is None or renewed + dt.timedelta(
+            seconds=spec.lease_duration_seconds or 0) < _now())
+
+    def _holder(self, lease: Any) -> str | None:
+        if lease is None or self._expired(lease):
+            return None
+        return str(lease.spec.holder_identity) if lease.spec.holder_identity else None
+
+    def _free(self, lease: Any) -> bool:
+        return self._holder(lease) is None
+
+    async def _members(self) -> list[str]:
+        leases = await asyncio.to_thread(self.coord.list_namespaced_lease, self.namespace)
+        return [lease.spec.holder_identity for lease in leases.items
+                if lease.metadata.name.startswith(f"{self.prefix}-member-")
+                and lease.spec.holder_identity and not self._expired(lease)]
+
+    async def _bucket_leases(self) -> dict[int, Any]:
+        leases = await asyncio.to_thread(self.coord.list_namespaced_lease, self.namespace)
+        out: dict[int, Any] = {}
+        for lease in leases.items:
+            name = lease.metadata.name
+            head = f"{self.prefix}-bucket-"
+            if name.startswith(head) and name[len(head):].isdigit():
+                out[int(name[len(head):])] = lease
+        return out
+
+    async def _renew_bucket(self, bucket: int) -> None:
+        sent = self._monotonic()
+        if await self._upsert(self.lease_name(bucket), sent, take_expired=True):
+            self._valid_until[bucket] = sent + self.duration - self._margin
+        else:
+            self._valid_until.pop(bucket, None)
+
+    async def _upsert(self, name: str, sent: float, take_expired: bool) -> bool:
+        """Create, renew or take over (if expired) a Lease; False if someone else holds it."""
+        now = _now()
+        spec: dict[str, Any] = {"holderIdentity": self.identity,
+                                "leaseDurationSeconds": int(self.duration),
+                                "renewTime": _fmt(now)}
+        try:
+            lease = await asyncio.to_thread(self.coord.read_namespaced_lease, name,
+                                            self.namespace)
+        except ApiException as e:
+            if e.status != 404:
+                raise
+            body = {"metadata": {"name": name, "namespace": self.namespace},
+                    "spec": {**spec, "acquireTime": _fmt(now), "leaseTransitions": 0}}
+            try:
+                await asyncio.to_thread(self.coord.create_namespaced_lease, self.namespace,
+                                        body)
+                return True
+            except ApiException as e2:
+                if e2.status == 409:
+                    return False
+                raise
+        holder = lease.spec.holder_identity
+        if holder != self.identity and not (take_expired and self._free(lease)):
+            return False
+        if holder != self.identity:
+            spec["acquireTime"] = _fmt(now)
+            spec["leaseTransitions"] = (lease.spec.lease_transitions or 0) + 1
+        try:
+            await asyncio.to_thread(
+                self.coord.patch_namespaced_lease, name, self.namespace,
+                {"metadata": {"resourceVersion": lease.metadata.resource_version},
+                 "spec": spec})
+        except ApiException as e:
+            if e.status == 409:
+                return False
+            raise
+        return True
+
+    async def _release(self, bucket: int) -> None:
+        """Give a bucket back, only if we still hold its Lease (never a successor's)."""
+        self._valid_until.pop(bucket, None)
+        name = self.lease_name(bucket)
+        try:
+            lease = await asyncio.to_thread(self.coord.read_namespaced_lease, name,
+                                            self.namespace)
+            if lease.spec.holder_identity != self.identity:
+                return
+            await asyncio.to_thread(
+                self.coord.patch_namespaced_lease, name, self.namespace,
+                {"metadata": {"resourceVersion": lease.metadata.resource_version},
+                 "spec": {"holderIdentity": None,
+                          "renewTime": _fmt(_now() - dt.timedelta(seconds=self.duration * 2))}})
+        except ApiException as e:
+            log.warning("could not release bucket %d: %s", bucket, e.reason)

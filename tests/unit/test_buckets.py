@@ -1,0 +1,149 @@
+"""Bucketed leader election: fair shares, hand-over on join and loss, fencing."""
+
+from __future__ import annotations
+
+import datetime as dt
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from kubernetes.client.rest import ApiException
+from schedulezero_operator.controllers.buckets import BucketElector, bucket_of, fair_share
+
+
+class FakeCoord:
+    """Many Leases in memory, resourceVersion preconditions, list and delete."""
+
+    def __init__(self) -> None:
+        self.leases: dict[str, dict[str, Any]] = {}
+        self.rv = 0
+
+    def _view(self, name: str) -> Any:
+        spec = self.leases[name]["spec"]
+        renew = spec.get("renewTime")
+        return SimpleNamespace(
+            metadata=SimpleNamespace(name=name, resource_version=self.leases[name]["rv"]),
+            spec=SimpleNamespace(
+                holder_identity=spec.get("holderIdentity"),
+                renew_time=dt.datetime.strptime(renew, "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+                    tzinfo=dt.UTC) if renew else None,
+                lease_duration_seconds=spec.get("leaseDurationSeconds"),
+                lease_transitions=spec.get("leaseTransitions")))
+
+    def read_namespaced_lease(self, name: str, namespace: str) -> Any:
+        if name not in self.leases:
+            raise ApiException(status=404)
+        return self._view(name)
+
+    def list_namespaced_lease(self, namespace: str) -> Any:
+        return SimpleNamespace(items=[self._view(n) for n in self.leases])
+
+    def create_namespaced_lease(self, namespace: str, body: dict[str, Any]) -> None:
+        name = body["metadata"]["name"]
+        if name in self.leases:
+            raise ApiException(status=409)
+        self.rv += 1
+        self.leases[name] = {"spec": dict(body["spec"]), "rv": str(self.rv)}
+
+    def patch_namespaced_lease(self, name: str, namespace: str, body: dict[str, Any]) -> None:
+        want = (body.get("metadata") or {}).get("resourceVersion")
+        if want is not None and want != self.leases[name]["rv"]:
+            raise ApiException(status=409)
+        self.rv += 1
+        self.leases[name]["spec"].update(body["spec"])
+        self.leases[name]["rv"] = str(self.rv)
+
+    def delete_namespaced_lease(self, name: str, namespace: str) -> None:
+        self.leases.pop(name, None)
+
+    def expire(self, holder: str) -> None:
+        """``holder`` stopped renewing long ago (killed)."""
+        for lease in self.leases.values():
+            if lease["spec"].get("holderIdentity") == holder:
+                lease["spec"]["renewTime"] = "2000-01-01T00:00:00.000000Z"
+
+
+class Mono:
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def make(coord: FakeCoord, identity: str, mono: Mono, buckets: int = 4) -> BucketElector:
+    return BucketElector(None, "ns", "sz", identity, buckets, coord=coord, monotonic=mono)
+
+
+def holders(coord: FakeCoord) -> dict[str, str | None]:
+    return {n: v["spec"].get("holderIdentity") for n, v in sorted(coord.leases.items())
+            if "-bucket-" in n}
+
+
+@pytest.mark.parametrize(("members", "buckets", "shares"), [
+    (["a"], 4, [4]), (["a", "b"], 4, [2, 2]), (["a", "b", "c"], 4, [2, 1, 1]),
+    (["a", "b", "c"], 2, [1, 1, 0]), (["b", "a"], 1, [1, 0]),
+])
+def test_fair_share_adds_up_and_is_stable(members: list[str], buckets: int,
+                                          shares: list[int]) -> None:
+    got = [fair_share(m, members, buckets) for m in sorted(members)]
+    assert got == shares and sum(got) == buckets
+
+
+def test_bucket_of_is_stable_and_spread() -> None:
+    assert bucket_of("ns", "nightly", 8) == bucket_of("ns", "nightly", 8)
+    counts = [0] * 8
+    for i in range(8000):
+        counts[bucket_of("ns", f"s{i}", 8)] += 1
+    assert min(counts) > 800 and max(counts) < 1200
+
+
+async def test_one_replica_takes_every_bucket() -> None:
+    coord, mono = FakeCoord(), Mono()
+    a = make(coord, "a", mono)
+    assert await a.step() == {0, 1, 2, 3}
+    assert a.owns("ns", "anything")
+
+
+async def test_a_joining_replica_gets_its_share_without_overlap() -> None:
+    coord, mono = FakeCoord(), Mono()
+    a, b = make(coord, "a", mono), make(coord, "b", mono)
+    await a.step()
+    await b.step()  # b joins: no free bucket yet
+    assert b.held == set()
+    await a.step()  # a sees two members and gives back its top buckets
+    assert a.held == {0, 1}
+    await b.step()
+    assert b.held == {2, 3}
+    assert set(holders(coord).values()) == {"a", "b"}
+    for i in range(100):  # every Schedule has exactly one owner
+        assert a.owns("ns", f"s{i}") != b.owns("ns", f"s{i}")
+
+
+async def test_buckets_of_a_killed_replica_move_once_its_leases_expire() -> None:
+    coord, mono = FakeCoord(), Mono()
+    a, b = make(coord, "a", mono), make(coord, "b", mono)
+    for _ in range(2):
+        await a.step()
+        await b.step()
+    assert a.held == {0, 1} and b.held == {2, 3}
+    coord.expire("b")  # b was killed -9 and its Leases ran out
+    assert await a.step() == {0, 1, 2, 3}
+
+
+async def test_a_frozen_replica_is_fenced_by_its_monotonic_deadline() -> None:
+    coord, mono = FakeCoord(), Mono()
+    a = make(coord, "a", mono)
+    await a.step()
+    mono.t += 30  # SIGSTOP for 30 s: no renewal happened
+    assert a.held == set() and not a.owns("ns", "x")
+
+
+async def test_release_all_gives_back_only_what_we_hold() -> None:
+    coord, mono = FakeCoord(), Mono()
+    a, b = make(coord, "a", mono, buckets=2), make(coord, "b", mono, buckets=2)
+    await a.step()
+    coord.expire("a")
+    await b.step()  # b takes both after a's Leases expired
+    await a.release_all()  # the deposed a shuts down
+    assert holders(coord) == {"sz-bucket-0": "b", "sz-bucket-1": "b"}
