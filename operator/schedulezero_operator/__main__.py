@@ -32,8 +32,9 @@ def main(argv: list[str] | None = None) -> None:
     from . import controllers  # registers the kopf handlers
 
     controllers.safe_decode.install()
-    controllers.OPTIONS.update(leader_elect=args.leader_elect,
-                               lease_namespace=args.lease_namespace, lease_name=args.lease_name)
+    options = controllers.Options(leader_elect=args.leader_elect,
+                                  lease_namespace=args.lease_namespace,
+                                  lease_name=args.lease_name)
 
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.PLAIN)
     if not args.verbose:
@@ -41,7 +42,8 @@ def main(argv: list[str] | None = None) -> None:
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     namespaces = args.namespace if args.namespace and not args.all_namespaces else []
     kopf.run(standalone=True, clusterwide=not namespaces, namespaces=namespaces,
-             liveness_endpoint=args.liveness)
+             liveness_endpoint=args.liveness,
+             memo=kopf.Memo(runtime=controllers.Runtime(options)))
 
 
 if __name__ == "__main__":

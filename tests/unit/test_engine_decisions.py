@@ -3,15 +3,15 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from schedulezero_operator.api.models import RunRecord
 from schedulezero_operator.engine.decisions import (
     after_attempt,
     on_slot_due,
     run_id_for,
     run_now_id,
     should_pause,
-    trim_history,
-    truncate_result,
 )
+from schedulezero_operator.engine.status import trim_history, truncate_result
 
 SLOT = dt.datetime(2026, 5, 19, 10, 0, 0, 250000, tzinfo=dt.UTC)
 
@@ -50,10 +50,10 @@ def test_after_attempt(kw: dict, retry: bool, outcome: str | None) -> None:
 
 
 def test_history_limits_per_outcome() -> None:
-    runs = [{"outcome": o} for o in ["Succeeded", "Failed", "Succeeded", "Missed", "Succeeded",
-                                     "Failed"]]
+    runs = [RunRecord(run_id=str(i), scheduled_time="t", outcome=o) for i, o in enumerate(
+        ["Succeeded", "Failed", "Succeeded", "Missed", "Succeeded", "Failed"])]
     kept = trim_history(runs, successful_limit=2, failed_limit=1)
-    assert [r["outcome"] for r in kept] == ["Succeeded", "Failed", "Succeeded"]
+    assert [r.outcome for r in kept] == ["Succeeded", "Failed", "Succeeded"]
 
 
 def test_result_truncation_and_pause() -> None:
@@ -61,3 +61,17 @@ def test_result_truncation_and_pause() -> None:
     assert len(truncate_result("x" * 5000) or "") == 1024
     assert truncate_result(None) is None
     assert should_pause(3, 3) and not should_pause(2, 3) and not should_pause(99, None)
+
+
+def test_api_errors_read_as_what_the_api_server_said() -> None:
+    from schedulezero_operator.engine.problems import api_error_text
+
+    class ApiError(Exception):
+        status, reason = 422, "Unprocessable Entity"
+        body = '{"message": "spec.replicas: Invalid value"}'
+
+    assert api_error_text(ApiError()) == (
+        "the API server answered 422 Unprocessable Entity: spec.replicas: Invalid value")
+    ApiError.body = "not json"
+    assert api_error_text(ApiError()) == "the API server answered 422 Unprocessable Entity"
+    assert api_error_text(KeyError("x")) == "operator error (KeyError); see the operator log"

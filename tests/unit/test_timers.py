@@ -46,3 +46,36 @@ async def test_a_failing_callback_does_not_stop_the_queue() -> None:
     await asyncio.sleep(0.01)
     task.cancel()
     assert fired == ["y"]
+
+
+async def test_all_due_callbacks_and_their_runs_go_before_any_continuation() -> None:
+    """Dispatch first: next-slot work (continuations) waits until every due run started."""
+    clock = FixedClock(T0)
+    timers = TimerQueue(clock)
+    log: list[str] = []
+    started: list[asyncio.Task[None]] = []
+
+    async def run(name: str) -> None:
+        log.append(f"dispatch-{name}")
+
+    def due(name: str):  # type: ignore[no-untyped-def]
+        def callback():  # type: ignore[no-untyped-def]
+            log.append(f"fire-{name}")
+            started.append(asyncio.ensure_future(run(name)))
+            return lambda: log.append(f"next-{name}")
+        return callback
+
+    def broken_continuation():  # type: ignore[no-untyped-def]
+        def fail() -> None:
+            raise RuntimeError("bad next slot")
+        return fail
+
+    for name in "abc":
+        timers.schedule(name, T0, due(name))
+    timers.schedule("x", T0, broken_continuation())
+    timers.schedule("later", T0 + dt.timedelta(seconds=5), due("later"))
+    await timers.fire_due()
+    assert log == ["fire-a", "fire-b", "fire-c", "dispatch-a", "dispatch-b", "dispatch-c",
+                   "next-a", "next-b", "next-c"]
+    assert len(timers) == 1, "the future timer is still armed"
+    await asyncio.gather(*started)

@@ -231,10 +231,14 @@ class Counters(_Model):
 
 
 class Claim(_Model):
-    holder: str
-    run_id: str
-    scheduled_time: str
-    expires: str
+    holder: str = Field(..., description="Identity of the operator that fires these slots.")
+    run_id: str = Field(..., description="Run id of the first claimed slot.")
+    scheduled_time: str = Field(..., description="The first claimed slot.")
+    # Optional only so claims stored before this field existed still parse (they cover
+    # their own slot); the operator always writes it.
+    until: str | None = Field(None, description="The last claimed slot (claims cover a "
+                              "horizon of slots ahead).")
+    expires: str = Field(..., description="Until when other operators respect the claim.")
 
 
 class ScheduleStatus(_Model):

@@ -4,12 +4,17 @@
 on the whole object, kopf writes no progress annotations or finalizers onto the
 users' resources, and our own status writes (which come back as events) cost
 one dictionary comparison.
+
+State lives in one ``Runtime`` object in kopf's ``memo`` (no module globals):
+kopf gives each object handler a shallow copy of the operator's memo, so they all
+share the one Runtime that the start-up handler fills in.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
@@ -18,80 +23,101 @@ from ..api.models import GROUP, VERSION
 from ..engine import Engine, SystemClock
 from ..scaling.scaler import Scaler
 from . import safe_decode
-from .kube import AppsKube, Kube
+from .kube import Kube
 
 log = logging.getLogger("schedulezero.controllers")
-_state: dict[str, Any] = {}
-# Set by the entry point before kopf starts.
-OPTIONS: dict[str, Any] = {"leader_elect": False, "lease_namespace": "default",
-                           "lease_name": "schedulezero-operator"}
 
 
-def engine() -> Engine:
-    eng: Engine = _state["engine"]
+@dataclass
+class Options:
+    leader_elect: bool = False
+    lease_namespace: str = "default"
+    lease_name: str = "schedulezero-operator"
+
+
+@dataclass
+class Runtime:
+    """The operator's running parts; set by ``kopf.run(memo=kopf.Memo(runtime=...))``."""
+
+    options: Options = field(default_factory=Options)
+    engine: Engine | None = None
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    elector: Any = None
+
+
+def runtime(memo: Any) -> Runtime:
+    rt = memo.get("runtime")
+    if rt is None:  # started as `kopf run` without our entry point: defaults
+        rt = memo["runtime"] = Runtime()
+    assert isinstance(rt, Runtime)
+    return rt
+
+
+def engine(memo: Any) -> Engine:
+    eng = runtime(memo).engine
+    assert eng is not None, "the start-up handler has not run"
     return eng
 
 
 @kopf.on.startup()
-async def _startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+async def _startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     safe_decode.install()  # before any watch starts: no stored object can crash us
     settings.peering.standalone = True  # leader election is ours (a Lease), not peering
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.posting.level = logging.WARNING
+    rt = runtime(memo)
     kube = Kube()
     eng = Engine(kube, SystemClock())
-    if OPTIONS.get("leader_elect"):
+    if rt.options.leader_elect:
         from .leader import LeaderElector
 
-        elector = LeaderElector(kube.api, OPTIONS["lease_namespace"], OPTIONS["lease_name"],
+        elector = LeaderElector(kube.api, rt.options.lease_namespace, rt.options.lease_name,
                                 eng.identity)
         # Blocks start-up (so: no watches, no firing) until this replica leads.
         await elector.acquire()
-        _state["elector"] = elector
-    eng.apps = AppsKube(kube)
-    _state["engine"] = eng
-    _state["task"] = asyncio.get_running_loop().create_task(eng.run())
-    _state["scaler"] = asyncio.get_running_loop().create_task(Scaler(eng).run())
+        rt.elector = elector
+    rt.engine = eng
+    loop = asyncio.get_running_loop()
+    rt.tasks = [loop.create_task(eng.run()), loop.create_task(Scaler(eng).run())]
     log.info("engine started as %s", eng.identity)
 
 
 @kopf.on.cleanup()
-async def _cleanup(**_: Any) -> None:
-    eng = _state.pop("engine", None)
-    for name in ("task", "scaler"):
-        task = _state.pop(name, None)
-        if task is not None:
-            task.cancel()
+async def _cleanup(memo: kopf.Memo, **_: Any) -> None:
+    rt = runtime(memo)
+    eng, rt.engine = rt.engine, None
+    for task in rt.tasks:
+        task.cancel()
+    rt.tasks = []
     if eng is not None:
         await eng.close()
-    elector = _state.pop("elector", None)
-    if elector is not None:
-        await elector.release()
+    if rt.elector is not None:
+        await rt.elector.release()
+        rt.elector = None
 
 
 @kopf.on.event(GROUP, VERSION, "schedules")
-async def _schedule_event(event: kopf.RawEvent, **_: Any) -> None:
+async def _schedule_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     obj = event["object"]
     meta = obj["metadata"]
     if event["type"] == "DELETED":
-        engine().delete_schedule((meta["namespace"], meta["name"]))
+        engine(memo).delete_schedule((meta["namespace"], meta["name"]))
     else:
-        engine().upsert_schedule(dict(obj))
+        engine(memo).upsert_schedule(dict(obj))
 
 
 @kopf.on.event(GROUP, VERSION, "handlers")
-async def _handler_event(event: kopf.RawEvent, **_: Any) -> None:
+async def _handler_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     obj = event["object"]
     meta = obj["metadata"]
     if event["type"] == "DELETED":
-        engine().delete_handler(meta["namespace"], meta["name"])
+        engine(memo).delete_handler(meta["namespace"], meta["name"])
     else:
-        engine().upsert_handler(dict(obj))
+        engine(memo).upsert_handler(dict(obj))
 
 
 @kopf.on.event("", "v1", "pods")
-async def _pod_event(event: kopf.RawEvent, **_: Any) -> None:
+async def _pod_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     """Ready pods of Deployment-backed handlers become dispatch endpoints."""
-    obj = event["object"]
-    engine().on_pod(event["type"] or "ADDED", dict(obj))
+    engine(memo).on_pod(event["type"] or "ADDED", dict(event["object"]))

@@ -1,7 +1,9 @@
-"""The operator's writes to the API server: status patches and Events.
+"""The engine's port to the API server (``engine.ports.KubePort``): status, Events,
+Secrets and Deployments.
 
-kopf owns the watches; these few writes go through the kubernetes client, run
-in worker threads (the client is synchronous) with bounded concurrency.
+kopf owns the watches; these few calls go over aiohttp on the event loop (the
+hot status path and Events) or through the kubernetes client in worker threads
+(the client is synchronous) with bounded concurrency.
 Status patches are JSON merge patches carrying ``metadata.resourceVersion``, so
 the API server rejects them (409) if anything changed since we last looked:
 that precondition is what makes a slot claim exclusive.
@@ -18,7 +20,7 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from ..api.models import GROUP, VERSION
-from ..engine.engine import Conflict, NotFound
+from ..engine.ports import Conflict, NotFound
 from . import safe_decode
 from .events import EventRecorder
 
@@ -40,6 +42,7 @@ class Kube:
         self.api = api or load_api_client()
         self.custom = client.CustomObjectsApi(self.api)
         self.core = client.CoreV1Api(self.api)
+        self.apps = client.AppsV1Api(self.api)
         self._limit = asyncio.Semaphore(max_parallel)
         self._session: Any = None
         self.events = EventRecorder(self)
@@ -150,18 +153,11 @@ class Kube:
             return False
         return True
 
-
-class AppsKube:
-    """Deployments: create/update the ones the operator owns, scale any it is told to."""
-
-    def __init__(self, kube: Kube) -> None:
-        self.kube = kube
-        self.apps = client.AppsV1Api(kube.api)
-
+    # -- Deployments: create/update the ones the operator owns, scale any it is told to --
     async def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            obj = await self.kube._call(self.apps.read_namespaced_deployment, name, namespace,
-                                        _preload_content=False)
+            obj = await self._call(self.apps.read_namespaced_deployment, name, namespace,
+                                   _preload_content=False)
         except ApiException as e:
             if e.status == 404:
                 return None
@@ -173,17 +169,17 @@ class AppsKube:
         ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
         current = await self.get_deployment(ns, name)
         if current is None:
-            obj = await self.kube._call(self.apps.create_namespaced_deployment, ns, body,
-                                        _preload_content=False)
+            obj = await self._call(self.apps.create_namespaced_deployment, ns, body,
+                                   _preload_content=False)
             return dict(json.loads(obj.data))
         patch = {"metadata": {"labels": body["metadata"]["labels"],
                               "annotations": body["metadata"]["annotations"],
                               "ownerReferences": body["metadata"]["ownerReferences"]},
                  "spec": {"template": body["spec"]["template"]}}
-        obj = await self.kube._call(self.apps.patch_namespaced_deployment, name, ns, patch,
-                                    _preload_content=False)
+        obj = await self._call(self.apps.patch_namespaced_deployment, name, ns, patch,
+                               _preload_content=False)
         return dict(json.loads(obj.data))
 
     async def scale(self, namespace: str, name: str, replicas: int) -> None:
-        await self.kube._call(self.apps.patch_namespaced_deployment_scale, name, namespace,
-                              {"spec": {"replicas": replicas}})
+        await self._call(self.apps.patch_namespaced_deployment_scale, name, namespace,
+                         {"spec": {"replicas": replicas}})

@@ -1,7 +1,10 @@
-"""Timer queue, run state machine, status recording (decisions in ``decisions``)."""
+"""The firing engine: timers -> claim -> dispatch -> retry -> record (see ``engine.engine``)."""
 
 from .clock import Clock, FixedClock, SystemClock
-from .engine import Conflict, Engine, HandlerState, NotFound, ScheduleState
+from .engine import Engine, ScalingTarget
+from .handler import HandlerState
+from .ports import Conflict, DispatcherPort, KubePort, NotFound
+from .schedule import ScheduleState
 
-__all__ = ["Clock", "Conflict", "Engine", "FixedClock", "HandlerState", "NotFound",
-           "ScheduleState", "SystemClock"]
+__all__ = ["Clock", "Conflict", "DispatcherPort", "Engine", "FixedClock", "HandlerState",
+           "KubePort", "NotFound", "ScalingTarget", "ScheduleState", "SystemClock"]

@@ -1,4 +1,10 @@
-"""The one injectable clock of the operator (wall time, UTC)."""
+"""The one injectable clock of the operator (wall time, UTC).
+
+The engine reads the wall clock only through ``Clock.now()``; every wait (timers,
+backoff, write coalescing) is an ``asyncio`` sleep on the event loop's clock. Unit
+tests therefore run the engine on an event loop with virtual time and a clock
+that follows it (``tests/fakes.py``): hours of schedule pass in milliseconds.
+"""
 
 from __future__ import annotations
 

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 PRIORITY_RANK = {"high": 0, "normal": 1, "low": 2}
-RESULT_LIMIT = 1024  # characters of a result kept in status
 
 
 def run_id_for(uid: str, slot: dt.datetime) -> str:
@@ -51,28 +49,6 @@ def after_attempt(*, ok: bool, retryable: bool, error_type: str | None, attempt:
     if retryable and attempt < max_attempts:
         return AttemptVerdict(True, None)
     return AttemptVerdict(False, "TimedOut" if error_type == "Timeout" else "Failed")
-
-
-def trim_history(runs: list[dict[str, Any]], successful_limit: int,
-                 failed_limit: int) -> list[dict[str, Any]]:
-    """Newest first; keep at most N succeeded and M of every other outcome."""
-    kept, ok, bad = [], 0, 0
-    for r in runs:
-        if r["outcome"] == "Succeeded":
-            if ok < successful_limit:
-                kept.append(r)
-                ok += 1
-        elif bad < failed_limit:
-            kept.append(r)
-            bad += 1
-    return kept
-
-
-def truncate_result(result: Any) -> str | None:
-    if result is None:
-        return None
-    text = json.dumps(result, default=str, separators=(",", ":"))
-    return text if len(text) <= RESULT_LIMIT else text[: RESULT_LIMIT - 1] + "…"
 
 
 def should_pause(consecutive_failures: int, pause_after: int | None) -> bool:

@@ -3,6 +3,13 @@
 Not one asyncio task per Schedule: 1,000 Schedules are 1,000 heap entries and
 one sleeping task. Entries are invalidated lazily by a token, so rescheduling is
 O(log n) and never searches the heap.
+
+Dispatch first: a callback does only what must happen at the firing instant
+(start the run) and may return a *continuation* for the rest (compute the next
+slot, re-arm). All timers due at one instant are popped and their callbacks run
+before any continuation, and the queue yields once in between so the run tasks
+just started reach their dispatch call: a burst of N Schedules due in the same
+second reaches the handlers N dispatches apart, not N next-slot computations.
 """
 
 from __future__ import annotations
@@ -19,16 +26,19 @@ from .clock import Clock
 
 log = logging.getLogger("schedulezero.timers")
 
+Continuation = Callable[[], None]
+Callback = Callable[[], Continuation | None]
+
 
 class TimerQueue:
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
-        self._heap: list[tuple[dt.datetime, int, Any, Callable[[], None]]] = []
+        self._heap: list[tuple[dt.datetime, int, Any, Callback]] = []
         self._seq = itertools.count()
         self._wake = asyncio.Event()
         self._live: dict[Any, int] = {}  # key -> seq of its live entry
 
-    def schedule(self, key: Any, when: dt.datetime, callback: Callable[[], None]) -> None:
+    def schedule(self, key: Any, when: dt.datetime, callback: Callback) -> None:
         """(Re)arm ``key`` for ``when``; replaces any earlier timer of the same key."""
         seq = next(self._seq)
         self._live[key] = seq
@@ -42,19 +52,40 @@ class TimerQueue:
     def __len__(self) -> int:
         return len(self._live)
 
+    def _pop_due(self, now: dt.datetime) -> list[tuple[Any, Callback]]:
+        due = []
+        while self._heap and self._heap[0][0] <= now:
+            _, seq, key, callback = heapq.heappop(self._heap)
+            if self._live.get(key) != seq:
+                continue  # superseded or cancelled
+            del self._live[key]
+            due.append((key, callback))
+        return due
+
+    async def fire_due(self) -> None:
+        """Run every due callback, then (after one yield) their continuations."""
+        later: list[tuple[Any, Continuation]] = []
+        for key, callback in self._pop_due(self.clock.now()):
+            try:
+                then = callback()
+            except Exception:
+                log.exception("timer callback for %s failed", key)
+                continue
+            if then is not None:
+                later.append((key, then))
+        if not later:
+            return
+        await asyncio.sleep(0)  # the runs just started get to their dispatch first
+        for key, then in later:
+            try:
+                then()
+            except Exception:
+                log.exception("timer continuation for %s failed", key)
+
     async def run(self) -> None:
         while True:
             self._wake.clear()
-            now = self.clock.now()
-            while self._heap and self._heap[0][0] <= now:
-                _, seq, key, callback = heapq.heappop(self._heap)
-                if self._live.get(key) != seq:
-                    continue  # superseded or cancelled
-                del self._live[key]
-                try:
-                    callback()
-                except Exception:
-                    log.exception("timer callback for %s failed", key)
+            await self.fire_due()
             delay = (self._heap[0][0] - self.clock.now()).total_seconds() if self._heap else 3600
             if delay > 0:
                 try:

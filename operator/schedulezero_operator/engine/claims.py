@@ -1,0 +1,67 @@
+"""Slot claims, pure: which slots a claim covers, when it must be extended, whose it is.
+
+A claim in ``status.claim`` says "``holder`` fires the slots from ``scheduledTime``
+through ``until``"; it is written with a resourceVersion precondition, so two
+operators cannot both get one write through. Slots are claimed for a horizon
+ahead, in the write that records the previous run, so the firing instant never
+waits for the API server, and a frequent Schedule needs one claim write per
+horizon, not per run. ``expires`` (``until`` + a grace) bounds how long a holder
+that vanished keeps others from taking over.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from ..api.models import Claim
+from ..timing import Trigger, next_fire
+from .decisions import run_id_for
+from .times import iso, later, parse_iso
+
+# Slots are claimed this far ahead in one write.
+CLAIM_HORIZON = dt.timedelta(seconds=10)
+# A claim stays valid this long after its last slot (a slow holder may still be firing it).
+CLAIM_GRACE = dt.timedelta(seconds=30)
+
+
+def horizon_end(trigger: Trigger, slot: dt.datetime,
+                horizon: dt.timedelta = CLAIM_HORIZON) -> dt.datetime:
+    """The last slot within ``horizon`` of ``slot`` (``slot`` itself at least)."""
+    limit = later(slot, horizon)
+    until = slot
+    while True:
+        nxt = next_fire(trigger, until)
+        if nxt is None or nxt > limit:
+            return until
+        until = nxt
+
+
+def new_claim(holder: str, uid: str, slot: dt.datetime, trigger: Trigger) -> Claim:
+    """Our claim of ``slot`` and the slots after it within the horizon."""
+    until = horizon_end(trigger, slot)
+    return Claim(holder=holder, run_id=run_id_for(uid, slot), scheduled_time=iso(slot),
+                 until=iso(until), expires=iso(later(until, CLAIM_GRACE)))
+
+
+def claim_until(claim: Claim) -> dt.datetime | None:
+    """The last slot a claim covers; a claim written before ``until`` existed covers its
+    own slot only."""
+    return parse_iso(claim.until) or parse_iso(claim.scheduled_time)
+
+
+def covers(claim: Claim | None, holder: str, slot: dt.datetime, trigger: Trigger) -> bool:
+    """``holder``'s claim covers ``slot`` with half a horizon to spare (else extend it)."""
+    if claim is None or claim.holder != holder:
+        return False
+    start, until = parse_iso(claim.scheduled_time), claim_until(claim)
+    if start is None or until is None or slot < start:
+        return False
+    return later(slot, CLAIM_HORIZON / 2) <= until or next_fire(trigger, until) is None
+
+
+def blocks(claim: Claim | None, holder: str, slot: dt.datetime, now: dt.datetime) -> bool:
+    """Another holder's unexpired claim covers ``slot``: respect it, do not fire."""
+    if claim is None or claim.holder == holder:
+        return False
+    until, expires = claim_until(claim), parse_iso(claim.expires)
+    return until is not None and expires is not None and slot <= until and now < expires

@@ -1,0 +1,34 @@
+"""What the engine's parts share: the two ports, the clock, the timers, the writer."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from .clock import Clock
+from .ports import DispatcherPort, KubePort
+from .tasks import Tasks
+from .timers import TimerQueue
+from .writer import StatusWriter
+
+
+@dataclass
+class Context:
+    kube: KubePort
+    clock: Clock
+    dispatcher: DispatcherPort
+    identity: str  # who claims slots: unique per operator process
+    rng: random.Random = field(default_factory=random.Random)
+    tasks: Tasks = field(default_factory=Tasks)
+    timers: TimerQueue = field(init=False)
+    writer: StatusWriter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.timers = TimerQueue(self.clock)
+        self.writer = StatusWriter(self.kube, self.tasks)
+
+    def event(self, obj: dict[str, Any], kind: str, type_: str, reason: str, message: str,
+              *, every: float = 60.0) -> None:
+        """Post an Event in the background (best effort; repeats are folded)."""
+        self.tasks.spawn(self.kube.event(obj, kind, type_, reason, message, every=every))

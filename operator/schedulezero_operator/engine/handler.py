@@ -1,0 +1,77 @@
+"""What the engine holds per Handler; it is also the status writer's target for it."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+
+from ..api.models import HandlerSpec, HandlerStatus
+from ..dispatch import Endpoint
+from . import status
+from .endpoints import EndpointQueue
+
+
+@dataclass(eq=False)
+class HandlerState:
+    """One Handler: its spec, endpoints (``queue``), Deployment, and status inputs."""
+
+    namespace: str
+    name: str
+    now: Callable[[], dt.datetime] = field(repr=False)
+    queue: EndpointQueue = field(default_factory=EndpointQueue)
+    body: dict[str, Any] | None = None  # None: not seen (yet), or deleted
+    spec: HandlerSpec | None = None
+    invalid: str | None = None  # why the spec cannot be used
+    methods: list[str] = field(default_factory=list)
+    known_endpoints: list[Endpoint] = field(default_factory=list)
+    secret: bytes | None = None
+    source: str = "endpoints"  # endpoints | template | deploymentRef
+    # Deployment-backed handlers
+    deployment: str | None = None
+    selector: dict[str, Any] | None = None
+    replicas: int | None = None  # the Deployment's spec.replicas as last seen or set
+    pod_count: int = 0
+    desired: int | None = None
+    last_scale_time: dt.datetime | None = None
+    workload_error: str | None = None
+    last_status: HandlerStatus | None = None  # as written: conditions keep their times
+    # what the status writer needs (a ``writer.Target``)
+    plural: str = "handlers"
+    min_interval: float = 0.0
+
+    @property
+    def ready(self) -> list[str]:
+        return [str(e) if e.pod else f"{e.host}:{e.port}" for e in self.queue.ready]
+
+    @property
+    def in_flight(self) -> int:
+        return self.queue.in_flight
+
+    @property
+    def queued(self) -> int:
+        return self.queue.queued
+
+    def urgent(self) -> bool:
+        return False
+
+    def precondition(self) -> str | None:
+        return None  # only this operator writes a Handler's status; no claims here
+
+    def status(self) -> HandlerStatus | None:
+        if self.body is None:
+            return None
+        return status.handler_status(self, now=self.now(), previous=self.last_status)
+
+    def written(self, model: BaseModel, resource_version: str | None) -> None:
+        assert isinstance(model, HandlerStatus)
+        self.last_status = model
+
+    def conflicted(self, fresh: dict[str, Any]) -> None:
+        """Unconditional writes do not conflict."""
+
+    def gone(self) -> None:
+        """The watch reports the deletion; nothing to do here."""

@@ -1,0 +1,89 @@
+"""One run, from the endpoint slot to how it ended: dispatch, retry with backoff, verdict.
+
+No status here: the caller learns about progress through two callbacks (first
+dispatch, each retry) and gets a ``Finished``; recording it is its business.
+Cancellation (Replace, deletion, shutdown) propagates to the caller as usual.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..api.models import ScheduleSpec
+from ..timing import backoff_delay, parse_duration
+from . import decisions
+from .context import Context
+from .handlers import HandlerRegistry
+from .schedule import Run
+from .status import Outcome
+from .times import iso, later
+
+log = logging.getLogger("schedulezero.runs")
+NO_ENDPOINT_WAIT = 300.0  # seconds a run waits for a Ready endpoint without a deadline
+
+
+@dataclass(frozen=True)
+class Finished:
+    outcome: Outcome
+    message: str = ""
+    result: Any = None  # what the handler returned, when it succeeded
+
+
+class RunExecutor:
+    def __init__(self, ctx: Context, handlers: HandlerRegistry) -> None:
+        self.ctx = ctx
+        self.handlers = handlers
+
+    async def execute(self, run: Run, spec: ScheduleSpec, *, namespace: str, ref: str,
+                      started: Callable[[], None], retrying: Callable[[], None]) -> Finished:
+        """Attempts until one succeeds, fails for good, or the attempts run out."""
+        handler = self.handlers.ensure(namespace, spec.handler)
+        wait = float(spec.starting_deadline_seconds or NO_ENDPOINT_WAIT)
+        while True:
+            endpoint = await handler.queue.acquire(spec.priority, wait, avoid=run.endpoint)
+            if endpoint is None:
+                return Finished(Outcome.MISSED, (
+                    f"no Ready endpoint of handler {spec.handler} within {wait:g}s"
+                    if self.handlers.exists(namespace, spec.handler)
+                    else f"handler {spec.handler} not found in {namespace}"))
+            run.current, run.endpoint = endpoint, str(endpoint)
+            now = self.ctx.clock.now()
+            if run.start is None:
+                run.start = now
+                started()
+            try:
+                result = await self.ctx.dispatcher.execute(
+                    endpoint, run_id=run.run_id, method=spec.method, params=spec.params,
+                    timeout=spec.timeout_seconds, schedule=ref, scheduled_time=iso(run.slot),
+                    attempt=run.attempt,
+                    deadline=iso(later(now, dt.timedelta(seconds=spec.timeout_seconds))))
+            finally:
+                handler.queue.release(endpoint)
+                run.current = None
+            verdict = decisions.after_attempt(
+                ok=result.ok, retryable=result.retryable, error_type=result.error_type,
+                attempt=run.attempt, max_attempts=spec.retry.max_attempts)
+            if not verdict.retry:
+                if result.ok:
+                    return Finished(Outcome.SUCCEEDED, result=result.result)
+                return Finished(Outcome(verdict.outcome or Outcome.FAILED),
+                                f"{result.error_type}: {result.message}")
+            delay = self.backoff(spec, run.attempt)
+            log.info("%s: run %s attempt %d failed (%s: %s); retrying in %.2fs", ref,
+                     run.run_id, run.attempt, result.error_type, result.message, delay)
+            run.attempt += 1
+            retrying()
+            await asyncio.sleep(delay)
+
+    def backoff(self, spec: ScheduleSpec, attempt: int) -> float:
+        """Delay after failed attempt ``attempt``: exponential, jittered by the engine's rng."""
+        backoff = spec.retry.backoff
+        return backoff_delay(attempt, initial=parse_duration(backoff.initial),
+                             maximum=parse_duration(backoff.max),
+                             multiplier=backoff.multiplier, jitter=spec.retry.jitter,
+                             random_fraction=self.ctx.rng.random())

@@ -1,0 +1,193 @@
+"""The coalescing status writer: at most one write in flight per object, newest state wins.
+
+Anything that changes a Schedule's or Handler's status only marks it dirty; one
+flusher task wakes, waits ``FLUSH_INTERVAL`` (so a run's start, finish and the
+claim of the next slot land in one write when they are that close), and writes
+each dirty object whose last write is at least its ``min_interval`` old, or at
+once when the object says the write is *urgent* (a Schedule whose claim must be
+extended before its next slot). The status is built at write time, so a write
+always carries the newest state, and a write that would store what is already
+stored is skipped.
+
+Schedule writes carry the resourceVersion as a precondition. On a conflict the
+writer re-reads the object, hands it to the target (which checks for another
+operator's claim) and tries again, a few times per flush.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pydantic import BaseModel
+
+from . import status
+from .ports import Conflict, KubePort, NotFound
+from .tasks import Tasks
+
+log = logging.getLogger("schedulezero.writer")
+# Coalescing window: changes within it land in one write.
+FLUSH_INTERVAL = 0.2
+# A Schedule's status is written at most this often unless its claim must be extended
+# (status may lag a run by up to this much; the firing path never waits for it).
+MIN_WRITE_INTERVAL = 1.0
+CONFLICT_RETRIES = 5
+Key = tuple[str, str, str]  # plural, namespace, name
+
+
+class Target(Protocol):
+    """An object whose status the writer keeps up to date."""
+
+    @property
+    def plural(self) -> str: ...
+
+    @property
+    def namespace(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def min_interval(self) -> float:
+        """Seconds between two writes of one object (unless urgent)."""
+        ...
+
+    def urgent(self) -> bool:
+        """Write now, even within ``min_interval``."""
+        ...
+
+    def precondition(self) -> str | None:
+        """The resourceVersion the write must match (None: unconditional)."""
+        ...
+
+    def status(self) -> BaseModel | None:
+        """The status to store now (None: nothing to write)."""
+        ...
+
+    def written(self, model: BaseModel, resource_version: str | None) -> None:
+        """``model`` is what the API server stores now (new resourceVersion, if written)."""
+        ...
+
+    def conflicted(self, fresh: dict[str, Any]) -> None:
+        """The precondition failed; ``fresh`` is the object as stored now."""
+        ...
+
+    def gone(self) -> None:
+        """The object was deleted."""
+        ...
+
+
+@dataclass
+class _Entry:
+    target: Target
+    dirty: bool = False
+    writing: bool = False
+    last_write_at: float = -1e9
+    stored: dict[str, Any] | None = None  # the status the API server has, as far as we know
+    task: asyncio.Task[None] | None = None  # the write in flight
+
+
+class StatusWriter:
+    def __init__(self, kube: KubePort, tasks: Tasks) -> None:
+        self.kube = kube
+        self.tasks = tasks
+        self._entries: dict[Key, _Entry] = {}
+        self._wake = asyncio.Event()
+        self.writes = 0
+        self.conflicts = 0
+
+    def track(self, target: Target, stored: dict[str, Any] | None = None) -> None:
+        """Keep ``target``'s status up to date; ``stored`` is its status as last seen."""
+        key = (target.plural, target.namespace, target.name)
+        entry = self._entries.get(key)
+        if entry is None or entry.target is not target:
+            self._entries[key] = _Entry(target, stored=stored)
+        elif stored is not None:
+            entry.stored = stored
+
+    def forget(self, target: Target) -> None:
+        key = (target.plural, target.namespace, target.name)
+        if key in self._entries and self._entries[key].target is target:
+            del self._entries[key]
+
+    def mark(self, target: Target) -> None:
+        """``target``'s status changed: write it soon."""
+        entry = self._entries.get((target.plural, target.namespace, target.name))
+        if entry is not None and entry.target is target:
+            entry.dirty = True
+            self._wake.set()
+
+    async def flush(self) -> None:
+        """Write every pending change now and wait for the writes (on shutdown, so the
+        next operator finds the runs still active and the slots already run)."""
+        for entry in list(self._entries.values()):
+            if entry.dirty and not entry.writing:
+                self._start(entry)
+        await asyncio.gather(*[e.task for e in self._entries.values()
+                               if e.writing and e.task is not None], return_exceptions=True)
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            await asyncio.sleep(FLUSH_INTERVAL)  # coalesce what changes meanwhile
+            now = loop.time()
+            waiting = False
+            for entry in list(self._entries.values()):
+                if not entry.dirty or entry.writing:
+                    continue
+                if now - entry.last_write_at < entry.target.min_interval and \
+                        not entry.target.urgent():
+                    waiting = True
+                    continue
+                self._start(entry)
+            if waiting:
+                self._wake.set()
+
+    def _start(self, entry: _Entry) -> None:
+        entry.writing = True
+        entry.task = self.tasks.spawn(self._write(entry))
+
+    async def _write(self, entry: _Entry) -> None:
+        t = entry.target
+        try:
+            for _ in range(CONFLICT_RETRIES):
+                entry.dirty = False
+                model = t.status()
+                if model is None:
+                    return
+                doc = status.document(model)
+                if doc == entry.stored:
+                    t.written(model, None)
+                    return
+                try:
+                    rv = await self.kube.patch_status(
+                        t.plural, t.namespace, t.name, t.precondition(),
+                        status.merge_patch(doc, type(model)))
+                except Conflict:
+                    self.conflicts += 1
+                    fresh = await self.kube.get(t.plural, t.namespace, t.name)
+                    entry.stored = status.normalise(type(model), fresh.get("status"))
+                    t.conflicted(fresh)
+                    entry.dirty = True
+                    continue
+                self.writes += 1
+                entry.stored = doc
+                entry.last_write_at = asyncio.get_running_loop().time()
+                t.written(model, rv)
+                return
+            log.warning("%s %s/%s: status write kept conflicting; will retry", t.plural,
+                        t.namespace, t.name)
+        except NotFound:
+            t.gone()
+        except Exception:
+            log.exception("%s %s/%s: status write failed", t.plural, t.namespace, t.name)
+            entry.dirty = True
+            await asyncio.sleep(1)
+        finally:
+            entry.writing = False
+            if entry.dirty:
+                self._wake.set()

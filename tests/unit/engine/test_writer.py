@@ -1,0 +1,152 @@
+"""The coalescing status writer: few writes, conflicts re-read and retried, failures retried."""
+
+from __future__ import annotations
+
+import asyncio
+
+from schedulezero_operator.engine.writer import MIN_WRITE_INTERVAL
+
+from ...fakes import FakeKube, until, virtual_time
+from .harness import Operator, handler, schedule
+
+RUN_NOW = "schedulezero.io/run-now"
+
+
+@virtual_time
+async def test_frequent_runs_cost_at_most_one_write_per_interval() -> None:
+    """Each run has three transitions (claim, start, finish); they coalesce."""
+    kube = FakeKube()
+    handler(kube)
+    schedule(kube, "fast", schedule="* * * * * *")
+    async with Operator(kube) as op:
+        await asyncio.sleep(10.5)
+        during = kube.writes[("schedules", "fast")]
+    assert len(op.dispatcher.calls) == 10
+    assert during <= 10.5 / MIN_WRITE_INTERVAL + 1, f"{during} writes for 10 runs"
+    st = kube.status("fast")
+    assert st["counters"]["succeeded"] == 10, "the clean stop wrote the last run"
+    assert kube.writes[("schedules", "fast")] <= during + 1
+
+
+@virtual_time
+async def test_a_burst_of_run_now_lands_in_one_or_two_writes() -> None:
+    kube = FakeKube()
+    handler(kube)
+    schedule(kube, "manual", interval="1h", suspend=True)
+    async with Operator(kube) as op:
+        await asyncio.sleep(2)
+        before = kube.writes[("schedules", "manual")]
+        for i in range(10):
+            kube.update("schedules", "manual", annotations={RUN_NOW: str(i)})
+            await asyncio.sleep(0.01)
+        await until("10 runs recorded", lambda: kube.status("manual")["counters"][
+            "succeeded"] == 10, timeout=3)
+    assert len(op.dispatcher.calls) == 10
+    assert kube.writes[("schedules", "manual")] - before <= 2
+
+
+@virtual_time
+async def test_an_unchanged_status_is_not_written_again() -> None:
+    kube = FakeKube()
+    handler(kube)
+    schedule(kube, "idle", interval="1h", suspend=True)
+    async with Operator(kube) as op:
+        await asyncio.sleep(2)
+        before = kube.writes[("schedules", "idle")]
+        op.engine.upsert_schedule(kube.obj("schedules", "idle"))  # a resync
+        op.engine.upsert_handler(kube.obj("handlers", "h"))  # re-checks its Schedules
+        await asyncio.sleep(2)
+        assert kube.writes[("schedules", "idle")] == before == 1
+
+
+@virtual_time
+async def test_a_conflict_is_re_read_and_retried() -> None:
+    kube = FakeKube()
+    handler(kube)
+    schedule(kube, "s", interval="1s")
+    kube.interfere("schedules", "s", {"lastRunNow": "someone else's write"})
+    async with Operator(kube) as op:
+        await asyncio.sleep(2.5)
+    assert kube.conflicts == 1 and kube.gets == 1
+    assert [c.at for c in op.dispatcher.calls] == [1.0, 2.0], "the claim landed on retry"
+    assert kube.status("s")["claim"]["holder"] == "op-a"
+
+
+@virtual_time
+async def test_conflicts_in_a_row_are_retried_at_the_next_flush() -> None:
+    kube = FakeKube()
+    handler(kube)
+    schedule(kube, "s", interval="1s")
+    kube.interfere("schedules", "s", {"lastRunNow": "x"}, times=6)
+    async with Operator(kube) as op:
+        await asyncio.sleep(2.5)
+    assert kube.conflicts == 6
+    assert op.dispatcher.calls, "fired once the claim landed"
+    assert kube.status("s")["claim"]["holder"] == "op-a"
+
+
+@virtual_time
+async def test_a_failed_write_is_retried() -> None:
+    kube = FakeKube()
+    handler(kube)
+    schedule(kube, "s", interval="1s")
+    kube.failures = [RuntimeError("API server unavailable")]
+    kube.latency = 0.05
+    async with Operator(kube) as op:
+        await asyncio.sleep(3.5)
+    assert op.dispatcher.calls, "late rather than lost"
+    assert op.dispatcher.calls[0].at >= 1.0
+    assert kube.status("s")["counters"]["succeeded"] >= 2
+
+
+@virtual_time
+async def test_an_object_gone_behind_the_watch_is_dropped() -> None:
+    kube = FakeKube()
+    handler(kube)
+    schedule(kube, "s", interval="1s")
+    async with Operator(kube) as op:
+        await asyncio.sleep(1.5)
+        op.kube.unwatch(op.deliver)  # the watch lags: the deletion is not seen
+        del kube.objects[("schedules", "default", "s")]
+        await until("dropped", lambda: not op.engine.schedules, timeout=5)
+        calls = len(op.dispatcher.calls)
+        await asyncio.sleep(3)
+        assert len(op.dispatcher.calls) == calls
+        kube.watch(op.deliver)
+
+
+@virtual_time
+async def test_handler_status_shows_endpoints_methods_and_load() -> None:
+    kube = FakeKube()
+    handler(kube, endpoints=["10.0.0.1:4244", "10.0.0.2:4244"])
+    async with Operator(kube) as op:
+        op.dispatcher.down.add("10.0.0.2:4244")
+        await until("status", lambda: kube.status("h", "handlers").get("ready"))
+        st = kube.status("h", "handlers")
+        assert st["ready"] == "1/2" and st["readyEndpoints"] == ["10.0.0.1:4244"]
+        assert st["methods"] == ["fail", "heartbeat", "sleep"]
+        conds = {c["type"]: (c["status"], c["reason"]) for c in st["conditions"]}
+        assert conds == {"Available": ("True", "EndpointsReady"),
+                         "Degraded": ("True", "EndpointsDown")}
+        op.dispatcher.down.clear()
+        await asyncio.sleep(10.5)  # the next probe
+        st = kube.status("h", "handlers")
+        assert st["ready"] == "2/2"
+        assert {c["type"]: c["reason"] for c in st["conditions"]}["Degraded"] == "AllReady"
+
+
+@virtual_time
+async def test_a_stop_does_not_wait_forever_for_an_unreachable_api_server() -> None:
+    kube = FakeKube()
+    handler(kube)
+    schedule(kube, "s", interval="1s")
+    op = Operator(kube)
+    await op.start()
+    await asyncio.sleep(1.5)
+    kube.latency = 3600
+    kube.update("schedules", "s", annotations={RUN_NOW: "go"})
+    await asyncio.sleep(0.5)
+    loop = asyncio.get_running_loop()
+    stopped_at = loop.time()
+    await op.stop()
+    assert loop.time() - stopped_at < 10
