@@ -14,6 +14,11 @@ Decisions:
 - Sync methods run in a thread pool sized to the concurrency, so they never block
   the event loop; a sync method cannot be interrupted, so a cancelled or expired
   sync job keeps its slot until its thread returns (capacity stays honest).
+- A result is checked with the operator's own decoder (``protocol.loads``) before
+  it is sent: a result the operator would refuse (NaN, nesting over the depth
+  limit, an unpaired surrogate, keys that collide once stringified) fails the run
+  here with a clear non-retryable ``HandlerError`` instead of arriving as a
+  garbled reply that the operator would retry.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import protocol as p
-from .methods import InvalidParams, JobContext, MethodSpec, bind, discover
+from .methods import InvalidParams, JobContext, MethodSpec, bind, discover, is_private
 
 SDK_VERSION = "0.1.0"
 log = logging.getLogger("schedulezero.handler")
@@ -65,7 +70,7 @@ def _parse_deadline(value: str | None) -> float | None:
         return None
     try:
         return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
+    except (ValueError, OverflowError):  # not a time, or one the platform cannot place
         raise p.ProtocolError(p.ErrorType.BAD_REQUEST,
                               f"deadline {value!r} is not an RFC 3339 time") from None
 
@@ -126,14 +131,31 @@ class Executor:
 
     async def handle_message(
         self, raw: bytes, timestamp: str | None = None, signature: str | None = None,
-        signed_body: bytes | None = None,
+        signed_body: bytes | None = None, default_type: str | None = None,
     ) -> tuple[dict[str, Any], bool]:
         """Like ``handle`` but returns the reply dict and whether it is a legacy request.
 
-        ``signed_body`` is what the signature covers when it is not ``raw`` (HTTP
-        fills in ``type`` from the path; a GET signs the empty body).
+        ``signed_body`` is what the signature covers when it is not ``raw`` (a GET
+        signs the empty body). ``default_type`` is the request type the transport
+        already knows (the HTTP path); see ``protocol.decode_request``.
         """
-        return await self._handle(raw, timestamp, signature, signed_body)
+        return await self._handle(raw, timestamp, signature, signed_body, default_type)
+
+    def reject(self, body: bytes, error: p.ProtocolError) -> bytes:
+        """Encoded error reply for a message refused before it was handled (framing).
+
+        The body is decoded only to echo its ``id`` (so the operator can match the
+        error to its request instead of timing out) and to pick the legacy shape
+        for a ScheduleZero request; it is never acted on.
+        """
+        rid, legacy = None, False
+        try:
+            request = p.decode_request(body, self.max_request_bytes)
+            rid, legacy = request.id, request.legacy
+        except p.ProtocolError as e:
+            rid, legacy = e.request_id, e.legacy
+        reply = p.error_reply(rid, error.error_type, str(error))
+        return p.encode(p.legacy_reply(reply) if legacy else reply)
 
     async def drain(self, grace: float) -> bool:
         """Stop taking jobs, wait up to ``grace`` seconds for in-flight ones. True if idle."""
@@ -149,10 +171,11 @@ class Executor:
 
     # -- request handling ----------------------------------------------------
     async def _handle(self, raw: bytes, timestamp: str | None, signature: str | None,
-                      signed_body: bytes | None = None) -> tuple[dict[str, Any], bool]:
+                      signed_body: bytes | None = None,
+                      default_type: str | None = None) -> tuple[dict[str, Any], bool]:
         request: p.Request | None = None
         try:
-            request = p.decode_request(raw, self.max_request_bytes)
+            request = p.decode_request(raw, self.max_request_bytes, default_type)
             if self.secret is not None:
                 covered = raw if signed_body is None else signed_body
                 p.verify(self.secret, covered, timestamp, signature, self.clock(),
@@ -168,13 +191,19 @@ class Executor:
                                   request.run_id), False
             return await self._execute(request), request.legacy
         except p.ProtocolError as e:
-            rid = e.request_id or (request.id if request else None)
-            legacy = bool(request and request.legacy)
+            rid = e.request_id if e.request_id is not None else (
+                request.id if request else None)  # "" is an id too
+            legacy = e.legacy or bool(request and request.legacy)
             return p.error_reply(rid, e.error_type, str(e),
                                  request.run_id if request else None), legacy
 
     async def _execute(self, req: p.Request) -> dict[str, Any]:
         assert req.method is not None
+        if is_private(req.method):
+            # Refused by name before any lookup: never reaches getattr or the registry.
+            return p.error_reply(req.id, p.ErrorType.UNKNOWN_METHOD,
+                                 f"Unknown method: {req.method} (names starting with '_' are "
+                                 "never callable)", req.run_id)
         run_id = req.run_id or f"legacy-{time.monotonic_ns()}"
         done = self._done.get((run_id, req.attempt, req.method))
         if done is not None:
@@ -250,7 +279,8 @@ class Executor:
         reply["durationMs"] = round((time.monotonic() - job.started) * 1000, 3)
         if not job.future.done():
             job.future.set_result(reply)
-        self._remember(job, reply)
+        if req.run_id is not None:  # a legacy run's made-up id is never asked for again
+            self._remember(job, reply)
         log.info("job finished", extra={**extra, "ok": reply["ok"],
                                         "duration_ms": reply["durationMs"]})
         if thread_future is not None and not thread_future.done():
@@ -260,13 +290,26 @@ class Executor:
 
     def _result_reply(self, req: p.Request, result: Any) -> dict[str, Any]:
         reply = p.ok_reply(req.id, result, req.run_id)
-        size = len(p.encode(reply))
-        if size > self.max_result_bytes:
+        try:
+            body = p.encode(reply)
+        except (ValueError, TypeError, RecursionError) as e:  # NaN, odd keys, cycles, depth
+            return self._unsendable(req, f"{type(e).__name__}: {e}")
+        if len(body) > self.max_result_bytes:
             return p.error_reply(
                 req.id, p.ErrorType.RESULT_TOO_LARGE,
-                f"result of {size} bytes exceeds the limit of {self.max_result_bytes}; "
+                f"result of {len(body)} bytes exceeds the limit of {self.max_result_bytes}; "
                 "the method ran but its result was not returned", req.run_id)
+        try:
+            p.loads(body, max_bytes=len(body))  # what the operator will apply to it
+        except p.WireFormatError as e:
+            return self._unsendable(req, str(e))
         return reply
+
+    @staticmethod
+    def _unsendable(req: p.Request, why: str) -> dict[str, Any]:
+        return p.error_reply(req.id, p.ErrorType.HANDLER_ERROR,
+                             f"the method ran but its result cannot be sent as protocol "
+                             f"JSON ({why})", req.run_id, retryable=False)
 
     def _remember(self, job: _Job, reply: dict[str, Any]) -> None:
         self._done[(job.run_id, job.attempt, job.method)] = reply

@@ -2,9 +2,10 @@
 
 A handler is a plain class. Only methods marked with ``@method`` (or listed in a
 class attribute ``__schedulezero_methods__``) are exposed, so helpers never leak
-as remotely callable. Parameters are checked against the method's signature and
-type hints before the call, so a wrong call fails with a message that names the
-parameter instead of a TypeError from deep inside the handler.
+as remotely callable; names starting with ``_`` can never be exposed at all.
+Parameters are checked against the method's signature and type hints before the
+call, so a wrong call fails with a message that names the parameter instead of a
+TypeError from deep inside the handler.
 """
 
 from __future__ import annotations
@@ -21,11 +22,30 @@ F = TypeVar("F", bound=Callable[..., Any])
 _MARK = "__schedulezero_method__"
 
 
+def is_private(name: str) -> bool:
+    """Names starting with ``_`` (``__init__``, ``_helper``) are never remotely callable."""
+    return name.startswith("_")
+
+
 def method(fn: F | None = None, *, name: str | None = None) -> Any:
-    """Expose a handler method: ``@method`` or ``@method(name="other_name")``."""
+    """Expose a handler method: ``@method`` or ``@method(name="other_name")``.
+
+    Refuses private names at class setup (a TypeError while the class body runs)
+    instead of silently not exposing them: ``_``-names are never callable over the
+    wire, because dunders and helpers reached by name are how a request would get
+    at the object's internals.
+    """
+    if name is not None and (not isinstance(name, str) or not name or is_private(name)):
+        raise TypeError(f"@method(name={name!r}): an exposed name must be a non-empty string "
+                        "not starting with '_' (private names are never callable remotely)")
 
     def mark(f: F) -> F:
-        setattr(f, _MARK, name or f.__name__)
+        own = getattr(f, "__name__", "")
+        if is_private(own):
+            raise TypeError(f"@method cannot expose {own!r}: names starting with '_' are never "
+                            "callable remotely; rename the method (e.g. without the "
+                            "underscore)")
+        setattr(f, _MARK, name or own)
         return f
 
     return mark(fn) if fn is not None else mark
@@ -95,8 +115,15 @@ def discover(instance: object) -> dict[str, MethodSpec]:
             exposed = attr
         if exposed is None or not callable(raw):
             continue
+        if not isinstance(exposed, str) or is_private(exposed):  # a hand-set mark
+            raise TypeError(f"{cls.__name__}.{attr} is exposed as {exposed!r}: an exposed name "
+                            "must be a string not starting with '_'")
         specs[exposed] = _spec(exposed, getattr(instance, attr))
     if explicit:
+        private = [a for a in explicit if not isinstance(a, str) or is_private(a)]
+        if private:
+            raise TypeError(f"__schedulezero_methods__ lists private names {private}: names "
+                            "starting with '_' are never callable remotely")
         unknown = set(explicit) - {a for a in dir(cls) if callable(getattr(cls, a, None))}
         if unknown:
             raise TypeError(f"__schedulezero_methods__ names missing methods: {sorted(unknown)}")

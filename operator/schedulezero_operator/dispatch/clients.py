@@ -6,16 +6,39 @@ logic reads one shape whatever the protocol:
 - timeout of the attempt -> ``Timeout`` (retryable); a best-effort ``cancel`` is
   sent so the handler can stop the job;
 - refused/reset connections -> ``ConnectionError`` (retryable);
-- a reply that is not valid JSON, or names another run -> ``ProtocolError``;
+- a malformed reply -> ``ProtocolError`` (retryable: the handler may be sick, or
+  something else answers on that port, and another endpoint may do better; as
+  with ``Timeout``, the job may have run);
 - handler errors as the handler classified them.
+
+Malformed replies: every reply is read with the handler SDK's own strict decoder
+(``protocol.loads``: UTF-8, depth, huge integers, NaN, duplicate keys, unpaired
+surrogates) and shape check (``protocol.check_reply``: strict booleans, field
+types), so one garbled message is a ``ProtocolError`` result for its request and
+never an exception in a task:
+- ZMQ DEALER: the reader task serves every request on the connection, so it
+  survives anything one message holds. A reply that cannot be parsed (or has no
+  string ``id``) is matched to its request by finding exactly one pending
+  request id (a random per-connection prefix plus a counter, quoted) in the raw
+  frames; with no such id, or several, it cannot be attributed, is counted in
+  ``unmatched_replies`` and dropped, and its request ends as ``Timeout``.
+  Replies over ``max_reply_bytes`` are ``ProtocolError``; over twice that,
+  libzmq drops the connection (``ZMQ_MAXMSGSIZE``) and the requests waiting on
+  it end as ``Timeout``.
+- Legacy REQ: the reply is read whole (a multi-frame reply would otherwise
+  wedge the REQ socket), then checked; ``success`` must be a JSON boolean.
+- HTTP: bodies are read up to ``max_reply_bytes``; unparseable HTTP (status
+  line, headers, chunking) and malformed bodies are ``ProtocolError``, a closed
+  connection ``ConnectionError``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import logging
+import os
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +48,8 @@ import zmq.asyncio
 from schedulezero_handler import protocol as p
 
 log = logging.getLogger("schedulezero.dispatch")
+
+MAX_REPLY_BYTES = 8 << 20
 
 
 @dataclass(frozen=True)
@@ -56,11 +81,12 @@ class DispatchResult:
     @classmethod
     def from_reply(cls, endpoint: Endpoint, reply: Any, run_id: str | None,
                    started: float) -> DispatchResult:
+        """Classify a decoded v1 reply; a malformed one is a ``ProtocolError`` result."""
+        try:
+            reply = p.check_reply(reply)
+        except p.ProtocolError as e:
+            return cls.failure(endpoint, e.error_type, str(e), started)
         duration = (time.monotonic() - started) * 1000
-        if not isinstance(reply, dict) or "ok" not in reply:
-            return cls(False, endpoint, error_type=p.ErrorType.PROTOCOL,
-                       message=f"reply is not a protocol v1 object: {str(reply)[:200]}",
-                       retryable=True, duration_ms=duration)
         if run_id is not None and reply.get("runId") not in (None, run_id):
             return cls(False, endpoint, error_type=p.ErrorType.PROTOCOL,
                        message=f"reply names run {reply.get('runId')!r}, expected {run_id!r}",
@@ -68,10 +94,10 @@ class DispatchResult:
         if reply["ok"]:
             return cls(True, endpoint, result=reply.get("result"), duration_ms=duration,
                        handler_duration_ms=reply.get("durationMs"))
-        err = reply.get("error") or {}
-        return cls(False, endpoint, error_type=str(err.get("type", "HandlerError")),
-                   message=str(err.get("message", "")), retryable=bool(err.get("retryable")),
-                   duration_ms=duration, handler_duration_ms=reply.get("durationMs"))
+        err = reply["error"]
+        return cls(False, endpoint, error_type=err["type"], message=err["message"],
+                   retryable=err["retryable"], duration_ms=duration,
+                   handler_duration_ms=reply.get("durationMs"))
 
     @classmethod
     def failure(cls, endpoint: Endpoint, error_type: str, message: str,
@@ -79,6 +105,23 @@ class DispatchResult:
         return cls(False, endpoint, error_type=error_type, message=message,
                    retryable=p.RETRYABLE.get(error_type, False),
                    duration_ms=(time.monotonic() - started) * 1000)
+
+
+def _encode_request(message: dict[str, Any]) -> bytes:
+    """Encode a request; params that are not JSON (NaN, odd keys) fail the call, not a task."""
+    try:
+        return p.encode(message)
+    except (ValueError, TypeError, RecursionError) as e:
+        raise p.ProtocolError(p.ErrorType.BAD_REQUEST,
+                              f"request cannot be encoded as JSON: {type(e).__name__}: "
+                              f"{e}") from None
+
+
+def _loads_reply(raw: bytes, max_bytes: int) -> Any:
+    try:
+        return p.loads(raw, max_bytes=max_bytes, what="reply")
+    except p.WireFormatError as e:
+        raise p.ProtocolError(p.ErrorType.PROTOCOL, f"malformed reply: {e}") from None
 
 
 def _signed_frames(body: bytes, secret: bytes | None) -> list[bytes]:
@@ -89,22 +132,33 @@ def _signed_frames(body: bytes, secret: bytes | None) -> list[bytes]:
 
 
 class ZmqClient:
-    """One DEALER connection per endpoint; replies matched to requests by ``id``."""
+    """One DEALER connection per endpoint; replies matched to requests by ``id``.
 
-    def __init__(self, ctx: zmq.asyncio.Context, endpoint: Endpoint,
-                 secret: bytes | None) -> None:
+    One reader task per connection delivers every reply, so it must outlive any
+    single message: everything a message can hold is classified in ``_deliver``
+    (which raises nothing for bad input) and receive errors other than the socket
+    closing are logged and survived.
+    """
+
+    def __init__(self, ctx: zmq.asyncio.Context, endpoint: Endpoint, secret: bytes | None,
+                 max_reply_bytes: int = MAX_REPLY_BYTES) -> None:
         self.endpoint = endpoint
         self.secret = secret
+        self.max_reply_bytes = max_reply_bytes
         self.sock = ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.RCVHWM, 0)
         self.sock.setsockopt(zmq.SNDHWM, 0)
         self.sock.setsockopt(zmq.RECONNECT_IVL, 100)
         self.sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
+        # Memory guard: libzmq drops the connection rather than buffer a giant reply.
+        self.sock.setsockopt(zmq.MAXMSGSIZE, 2 * max_reply_bytes)
         self.sock.connect(f"tcp://{endpoint.host}:{endpoint.port}")
         self._pending: dict[str, asyncio.Future[Any]] = {}
         self._ids = itertools.count(1)
-        self._prefix = f"{id(self):x}-"
+        # Random, so an id seen in a garbled reply is ours and this connection's.
+        self._prefix = f"{os.urandom(6).hex()}-"
+        self._id_token = re.compile(rb'"(' + re.escape(self._prefix.encode()) + rb'[0-9]+)"')
         self._reader: asyncio.Task[None] | None = None
         self.unmatched_replies = 0
 
@@ -114,28 +168,63 @@ class ZmqClient:
 
     async def _read(self) -> None:
         while True:
-            frames = await self.sock.recv_multipart()
             try:
-                reply = json.loads(frames[-1])
+                frames = await self.sock.recv_multipart()
+            except zmq.ZMQError as e:
+                if self.sock.closed or e.errno in (zmq.ETERM, zmq.ENOTSOCK):
+                    return
+                log.warning("receive from %s failed: %s", self.endpoint, e)
+                await asyncio.sleep(0.01)
+                continue
+            self._deliver(frames)
+
+    def _deliver(self, frames: list[bytes]) -> None:
+        """Hand one reply to its request: the decoded object, or a ProtocolError."""
+        if len(frames) == 1:
+            try:
+                reply = _loads_reply(frames[0], self.max_reply_bytes)
+            except p.ProtocolError as e:
+                problem = str(e)
+            else:
                 rid = reply.get("id") if isinstance(reply, dict) else None
-            except ValueError:
-                rid, reply = None, None
-            future = self._pending.pop(rid, None) if isinstance(rid, str) else None
-            if future is None:
-                self.unmatched_replies += 1
-                log.warning("dropping a reply that matches no request from %s: %.200r",
-                            self.endpoint, frames[-1])
-            elif not future.done():
-                future.set_result(reply)
+                if isinstance(rid, str):
+                    future = self._pending.pop(rid, None)
+                    if future is None:  # late (timed out) or not ours: nobody to tell
+                        self._unmatched(frames, "its id matches no request in flight")
+                    elif not future.done():
+                        future.set_result(reply)
+                    return
+                problem = "malformed reply: no string 'id'"
+        else:
+            problem = f"malformed reply: {len(frames)} frames, expected 1"
+        rid = self._attribute(frames)
+        if rid is None:
+            self._unmatched(frames, problem)
+            return
+        future = self._pending.pop(rid)
+        if not future.done():
+            future.set_exception(p.ProtocolError(p.ErrorType.PROTOCOL, problem))
+
+    def _attribute(self, frames: list[bytes]) -> str | None:
+        """The one request in flight whose id a garbled reply quotes, if exactly one."""
+        found = {m.group(1).decode() for frame in frames
+                 for m in self._id_token.finditer(frame)} & self._pending.keys()
+        return found.pop() if len(found) == 1 else None
+
+    def _unmatched(self, frames: list[bytes], why: str) -> None:
+        self.unmatched_replies += 1
+        log.warning("dropping a reply from %s (%s): %.200r", self.endpoint, why,
+                    frames[0] if frames else b"")
 
     async def request(self, message: dict[str, Any], timeout: float) -> Any:
+        """Send one request; the decoded reply object, or ProtocolError/TimeoutError."""
         self._ensure_reader()
         rid = self._prefix + str(next(self._ids))
-        message = {**message, "id": rid}
+        body = _encode_request({**message, "id": rid})
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[rid] = future
         try:
-            await self.sock.send_multipart(_signed_frames(p.encode(message), self.secret))
+            await self.sock.send_multipart(_signed_frames(body, self.secret))
             async with asyncio.timeout(timeout):  # no extra task, unlike wait_for
                 return await future
         finally:
@@ -157,12 +246,16 @@ class LegacyZmqClient:
 
     A REQ socket whose request timed out is wedged (it may never get its reply),
     so it is closed and replaced instead of reused — reusing it, or sharing one
-    REQ socket between callers, is what made ScheduleZero's server abort.
+    REQ socket between callers, is what made ScheduleZero's server abort. A reply
+    is received whole (all its frames), so a malformed multi-frame reply cannot
+    leave the socket mid-message either.
     """
 
-    def __init__(self, ctx: zmq.asyncio.Context, endpoint: Endpoint) -> None:
+    def __init__(self, ctx: zmq.asyncio.Context, endpoint: Endpoint,
+                 max_reply_bytes: int = MAX_REPLY_BYTES) -> None:
         self.ctx = ctx
         self.endpoint = endpoint
+        self.max_reply_bytes = max_reply_bytes
         self._lock = asyncio.Lock()
         self._sock: zmq.asyncio.Socket | None = None
 
@@ -170,20 +263,24 @@ class LegacyZmqClient:
         if self._sock is None:
             self._sock = self.ctx.socket(zmq.REQ)
             self._sock.setsockopt(zmq.LINGER, 0)
+            self._sock.setsockopt(zmq.MAXMSGSIZE, 2 * self.max_reply_bytes)
             self._sock.connect(f"tcp://{self.endpoint.host}:{self.endpoint.port}")
         return self._sock
 
-    async def request(self, method: str, params: dict[str, Any], timeout: float) -> Any:
+    async def request(self, method: str, params: dict[str, Any], timeout: float) -> list[bytes]:
+        """Send one request; the reply's raw frames (decoding is the caller's)."""
+        body = _encode_request({"method": method, "params": params})
         async with self._lock:
             sock = self._socket()
             try:
-                await sock.send(json.dumps({"method": method, "params": params}).encode())
-                raw = await asyncio.wait_for(sock.recv(), timeout)
+                await sock.send(body)
+                async with asyncio.timeout(timeout):
+                    frames: list[bytes] = await sock.recv_multipart()
             except BaseException:
                 sock.close(0)
                 self._sock = None
                 raise
-        return json.loads(raw)
+        return frames
 
     async def close(self) -> None:
         if self._sock is not None:
@@ -193,9 +290,10 @@ class LegacyZmqClient:
 class HttpClient:
     """Keep-alive pooled aiohttp session shared by all HTTP endpoints."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_reply_bytes: int = MAX_REPLY_BYTES) -> None:
         self._session: Any = None
         self._ids = itertools.count(1)
+        self.max_reply_bytes = max_reply_bytes
 
     def _ensure(self) -> Any:
         if self._session is None:
@@ -204,33 +302,59 @@ class HttpClient:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=0, limit_per_host=256,
                                                keepalive_timeout=30),
-                json_serialize=json.dumps,
+                # Handlers never compress; decoding a gzip body would let a small
+                # reply inflate past max_reply_bytes before the limit is checked.
+                auto_decompress=False,
             )
         return self._session
 
     async def request(self, endpoint: Endpoint, verb: str, path: str,
                       message: dict[str, Any] | None, timeout: float,
-                      secret: bytes | None) -> Any:
+                      secret: bytes | None) -> dict[str, Any]:
+        """One exchange; a checked v1 reply, or ProtocolError/ConnectionError/TimeoutError."""
         import aiohttp
+        from aiohttp.http_exceptions import HttpProcessingError
 
         session = self._ensure()
         if message is not None:
             message = {**message, "id": message.get("id") or f"h{next(self._ids)}"}
-        body = p.encode(message) if message is not None else b""
+        body = _encode_request(message) if message is not None else b""
         headers = {"Content-Type": "application/json"}
         if secret is not None:
             ts, sig = p.sign(secret, body, time.time())
             headers.update({"X-SZ-Timestamp": ts, "X-SZ-Signature": sig})
         url = f"http://{endpoint.host}:{endpoint.port}{path}"
-        async with session.request(verb, url, data=body or None, headers=headers,
-                                   timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
-            raw = await resp.read()
         try:
-            return json.loads(raw)
-        except ValueError:
-            return {"ok": False, "error": {
-                "type": p.ErrorType.PROTOCOL, "retryable": resp.status >= 500,
-                "message": f"HTTP {resp.status} with a non-JSON body: {raw[:200]!r}"}}
+            async with session.request(verb, url, data=body or None, headers=headers,
+                                       timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+                status = resp.status
+                raw = await self._read_body(resp, status)
+        except TimeoutError:
+            raise  # includes aiohttp's ServerTimeoutError, which is also a connection error
+        except aiohttp.ClientConnectionError as e:
+            raise ConnectionError(f"{type(e).__name__}: {e}") from e
+        except (aiohttp.ClientError, HttpProcessingError) as e:  # unparseable HTTP
+            raise p.ProtocolError(p.ErrorType.PROTOCOL,
+                                  f"malformed HTTP reply: {type(e).__name__}: {e}") from e
+        try:
+            return p.check_reply(_loads_reply(raw, self.max_reply_bytes))
+        except p.ProtocolError as e:
+            raise p.ProtocolError(p.ErrorType.PROTOCOL, f"HTTP {status}: {e}") from None
+
+    async def _read_body(self, resp: Any, status: int) -> bytes:
+        limit = self.max_reply_bytes
+        if resp.content_length is not None and resp.content_length > limit:
+            raise p.ProtocolError(p.ErrorType.PROTOCOL, f"HTTP {status}: reply of "
+                                  f"{resp.content_length} bytes exceeds the limit of {limit}")
+        chunks: list[bytes] = []
+        total = 0
+        while chunk := await resp.content.read(65536):
+            total += len(chunk)
+            if total > limit:
+                raise p.ProtocolError(p.ErrorType.PROTOCOL, f"HTTP {status}: reply over the "
+                                                            f"limit of {limit} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     async def close(self) -> None:
         if self._session is not None:
@@ -238,14 +362,19 @@ class HttpClient:
 
 
 class Dispatcher:
-    """Protocol-agnostic façade: ``execute``, ``describe``, ``cancel``, ``health``."""
+    """Protocol-agnostic façade: ``execute``, ``describe``, ``cancel``, ``health``.
 
-    def __init__(self) -> None:
+    ``max_reply_bytes`` bounds what one reply may hold (default 8 MiB, well above
+    the handlers' 256 KiB result limit).
+    """
+
+    def __init__(self, *, max_reply_bytes: int = MAX_REPLY_BYTES) -> None:
+        self.max_reply_bytes = max_reply_bytes
         self._ctx: zmq.asyncio.Context | None = None
         self._zmq: dict[str, ZmqClient] = {}
         self._legacy: dict[str, LegacyZmqClient] = {}
         self._secrets: dict[str, bytes | None] = {}
-        self._http = HttpClient()
+        self._http = HttpClient(max_reply_bytes)
         self._background: set[asyncio.Task[Any]] = set()
         self._closed = False
 
@@ -264,13 +393,16 @@ class Dispatcher:
                       scheduled_time: str | None = None, attempt: int = 1,
                       deadline: str | None = None) -> DispatchResult:
         started = time.monotonic()
+        if self._closed:
+            return DispatchResult.failure(endpoint, p.ErrorType.CONNECTION,
+                                          "dispatcher is closed", started)
         request = p.Request(type="execute", id="", run_id=run_id, method=method, params=params,
                             schedule=schedule, scheduled_time=scheduled_time, attempt=attempt,
                             deadline=deadline).to_wire()
         try:
             if endpoint.protocol == "zmq-legacy":
-                reply = await self._legacy_client(endpoint).request(method, params, timeout)
-                return _from_legacy(endpoint, reply, started)
+                frames = await self._legacy_client(endpoint).request(method, params, timeout)
+                return _from_legacy(endpoint, frames, started, self.max_reply_bytes)
             reply = await self._call(endpoint, "POST", "/v1/execute", request, timeout)
             return DispatchResult.from_reply(endpoint, reply, run_id, started)
         except TimeoutError:
@@ -281,37 +413,53 @@ class Dispatcher:
                 task.add_done_callback(self._background.discard)
             return DispatchResult.failure(endpoint, p.ErrorType.TIMEOUT,
                                           f"no reply within {timeout:g}s", started)
+        except p.ProtocolError as e:
+            return DispatchResult.failure(endpoint, e.error_type, str(e), started)
         except (OSError, zmq.ZMQError) as e:
-            return DispatchResult.failure(endpoint, p.ErrorType.CONNECTION, str(e), started)
-        except Exception as e:  # noqa: BLE001 - aiohttp's errors and anything else
-            kind = type(e).__name__
-            error = p.ErrorType.CONNECTION if "Connect" in kind or "Disconnect" in kind \
-                or "ServerDisconnected" in kind else p.ErrorType.PROTOCOL
-            return DispatchResult.failure(endpoint, error, f"{kind}: {e}", started)
+            return DispatchResult.failure(endpoint, p.ErrorType.CONNECTION,
+                                          str(e) or type(e).__name__, started)
 
     async def describe(self, endpoint: Endpoint, timeout: float = 5.0) -> DispatchResult:
+        """Describe an endpoint; a result the engine could not read is a ProtocolError."""
         started = time.monotonic()
         if endpoint.protocol == "zmq-legacy":
             return DispatchResult(True, endpoint, result=None)  # REP handlers can't describe
+        if self._closed:
+            return DispatchResult.failure(endpoint, p.ErrorType.CONNECTION,
+                                          "dispatcher is closed", started)
         try:
             reply = await self._call(endpoint, "GET", "/v1/describe",
                                      {"v": p.VERSION, "type": "describe"}, timeout)
-            return DispatchResult.from_reply(endpoint, reply, None, started)
         except TimeoutError:
             return DispatchResult.failure(endpoint, p.ErrorType.TIMEOUT, "describe timed out",
                                           started)
-        except Exception as e:  # noqa: BLE001
-            return DispatchResult.failure(endpoint, p.ErrorType.CONNECTION, str(e), started)
+        except p.ProtocolError as e:
+            return DispatchResult.failure(endpoint, e.error_type, str(e), started)
+        except (OSError, zmq.ZMQError) as e:
+            return DispatchResult.failure(endpoint, p.ErrorType.CONNECTION,
+                                          str(e) or type(e).__name__, started)
+        result = DispatchResult.from_reply(endpoint, reply, None, started)
+        problem = _describe_problem(result.result) if result.ok else None
+        if problem is not None:
+            return DispatchResult.failure(endpoint, p.ErrorType.PROTOCOL,
+                                          f"malformed describe result: {problem}", started)
+        return result
 
     async def cancel(self, endpoint: Endpoint, run_id: str, timeout: float = 2.0) -> bool:
+        """Best effort: True only if the handler answered ``{"cancelled": true}``; never raises."""
+        if endpoint.protocol == "zmq-legacy" or self._closed:
+            return False  # ScheduleZero has no cancel
+        started = time.monotonic()
         try:
             reply = await self._call(endpoint, "POST", "/v1/cancel",
                                      {"v": p.VERSION, "type": "cancel", "runId": run_id},
                                      timeout)
-        except Exception:  # noqa: BLE001 - cancel is best effort
+        except (TimeoutError, p.ProtocolError, OSError, zmq.ZMQError) as e:
+            log.debug("cancel of %s on %s failed: %s", run_id, endpoint, e)
             return False
-        return bool(isinstance(reply, dict) and reply.get("ok")
-                    and (reply.get("result") or {}).get("cancelled"))
+        result = DispatchResult.from_reply(endpoint, reply, run_id, started)
+        return (result.ok and isinstance(result.result, dict)
+                and result.result.get("cancelled") is True)
 
     async def _cancel_quietly(self, endpoint: Endpoint, run_id: str) -> None:
         await self.cancel(endpoint, run_id)
@@ -325,13 +473,15 @@ class Dispatcher:
             return await self._http.request(endpoint, verb, path, message, timeout, secret)
         client = self._zmq.get(endpoint.key)
         if client is None:
-            client = self._zmq[endpoint.key] = ZmqClient(self._context(), endpoint, secret)
+            client = self._zmq[endpoint.key] = ZmqClient(self._context(), endpoint, secret,
+                                                         self.max_reply_bytes)
         return await client.request(message, timeout)
 
     def _legacy_client(self, endpoint: Endpoint) -> LegacyZmqClient:
         client = self._legacy.get(endpoint.key)
         if client is None:
-            client = self._legacy[endpoint.key] = LegacyZmqClient(self._context(), endpoint)
+            client = self._legacy[endpoint.key] = LegacyZmqClient(
+                self._context(), endpoint, self.max_reply_bytes)
         return client
 
     async def forget(self, endpoint: Endpoint) -> None:
@@ -359,16 +509,35 @@ class Dispatcher:
             self._ctx = None
 
 
-def _from_legacy(endpoint: Endpoint, reply: Any, started: float) -> DispatchResult:
+def _describe_problem(result: Any) -> str | None:
+    """What the engine could not read in a describe result (it indexes methods[].name)."""
+    if not isinstance(result, dict):
+        return f"expected an object, got {type(result).__name__}"
+    methods = result.get("methods", [])
+    if not isinstance(methods, list):
+        return f"'methods' must be a list, got {type(methods).__name__}"
+    for m in methods:
+        if not isinstance(m, dict) or not isinstance(m.get("name"), str):
+            return "every entry of 'methods' must be an object with a string 'name'"
+    return None
+
+
+def _from_legacy(endpoint: Endpoint, frames: list[bytes], started: float,
+                 max_bytes: int) -> DispatchResult:
+    try:
+        if len(frames) != 1:
+            raise p.ProtocolError(p.ErrorType.PROTOCOL,
+                                  f"malformed reply: {len(frames)} frames, expected 1")
+        reply = p.check_legacy_reply(_loads_reply(frames[0], max_bytes))
+    except p.ProtocolError as e:
+        return DispatchResult.failure(endpoint, e.error_type, str(e), started)
     duration = (time.monotonic() - started) * 1000
-    if not isinstance(reply, dict) or "success" not in reply:
-        return DispatchResult(False, endpoint, error_type=p.ErrorType.PROTOCOL,
-                              message=f"not a ScheduleZero reply: {str(reply)[:200]}",
-                              retryable=True, duration_ms=duration)
     if reply["success"]:
-        result = reply.get("result", {k: v for k, v in reply.items() if k != "success"})
+        result = reply["result"] if "result" in reply else {
+            k: v for k, v in reply.items() if k != "success"}
         return DispatchResult(True, endpoint, result=result, duration_ms=duration)
+    error = reply.get("error", "")
     # ScheduleZero retried every error; keep that meaning for legacy handlers.
     return DispatchResult(False, endpoint, error_type=p.ErrorType.HANDLER_ERROR,
-                          message=str(reply.get("error", "")), retryable=True,
-                          duration_ms=duration)
+                          message=error if isinstance(error, str) else p.encode(error).decode(),
+                          retryable=True, duration_ms=duration)
