@@ -116,8 +116,9 @@ def test_start_and_end_window() -> None:
     assert next_fire(trigger, T("2026-05-19T14:00:00+00:00")) is None
 
 
-def test_impossible_cron_has_no_next_fire() -> None:
-    assert next_fire(parse_trigger(schedule="0 0 30 2 *"), TOP_OF_THE_HOUR) is None
+def test_impossible_cron_is_refused_as_never_firing() -> None:
+    with pytest.raises(TriggerError, match="never fires: day 30 does not occur in February"):
+        parse_trigger(schedule="0 0 30 2 *")
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [

@@ -12,13 +12,21 @@ DST follows Vixie cron (cron(8)), which cron users know, not Kubernetes CronJob:
   first occurrence (CronJob runs it twice: kubernetes#121594);
 - a job with a wildcard or step minute/hour follows the wall clock: skipped
   local times don't run, repeated local times run again.
+
+Cron expressions are compiled once (``cron``; syntax and what is rejected is
+documented there) and a zone's offset changes are found once per year
+(``zones``), so a next fire is a few table lookups, not a walk over matches.
+The package imports nothing but the standard library: croniter is only a test
+and benchmark oracle.
 """
 
+from .cron import CronSchedule, CronSpec, compile_cron, cron_schedule
 from .triggers import (
     Trigger,
     TriggerError,
     backoff_delay,
     catch_up,
+    jitter_bound,
     jitter_offset,
     next_fire,
     parse_duration,
@@ -27,10 +35,15 @@ from .triggers import (
 )
 
 __all__ = [
+    "CronSchedule",
+    "CronSpec",
     "Trigger",
     "TriggerError",
     "backoff_delay",
     "catch_up",
+    "compile_cron",
+    "cron_schedule",
+    "jitter_bound",
     "jitter_offset",
     "next_fire",
     "parse_duration",
