@@ -20,10 +20,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--liveness", default=None,
                         help="kopf liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
     parser.add_argument("--leader-elect", action="store_true",
-                        help="run as one of several replicas: only the Lease holder acts")
+                        help="run as one of several replicas: each acts only for the "
+                        "Schedules of the buckets whose Leases it holds")
     parser.add_argument("--lease-namespace",
                         default=os.environ.get("POD_NAMESPACE", "default"))
-    parser.add_argument("--lease-name", default="schedulezero-operator")
+    parser.add_argument("--lease-name", default="schedulezero-operator",
+                        help="prefix of the Leases: <name>-bucket-<i>, <name>-member-<id>")
+    parser.add_argument("--buckets", type=int, default=int(os.environ.get("SZ_BUCKETS", "1")),
+                        help="shards of Schedules spread over the replicas (default 1: "
+                        "one leader)")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
 
@@ -34,7 +39,8 @@ def main(argv: list[str] | None = None) -> None:
     controllers.safe_decode.install()
     options = controllers.Options(leader_elect=args.leader_elect,
                                   lease_namespace=args.lease_namespace,
-                                  lease_name=args.lease_name)
+                                  lease_name=args.lease_name,
+                                  buckets=max(1, args.buckets))
 
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.PLAIN)
     if not args.verbose:

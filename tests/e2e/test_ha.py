@@ -34,7 +34,8 @@ def test_failover_after_a_leader_crash(objects: Objects, operator: OperatorProce
         objects.schedule("beat", handler="h", method="heartbeat", interval="1s")
         wait_for("3 runs", lambda: len(handler_proc.executions()) >= 3, timeout=45)
         coord = client.CoordinationV1Api(api)
-        holder = coord.read_namespaced_lease("sz-ha-test", objects.ns).spec.holder_identity
+        holder = coord.read_namespaced_lease("sz-ha-test-bucket-0",
+                                             objects.ns).spec.holder_identity
         leader = next(op for op in replicas if op.proc and holder.endswith(f"-{op.proc.pid}"))
         standby = next(op for op in replicas if op is not leader)
 
@@ -45,7 +46,8 @@ def test_failover_after_a_leader_crash(objects: Objects, operator: OperatorProce
                  lambda: len(handler_proc.executions()) >= before + 2, timeout=40)
         resumed = min(r["receivedAt"] for r in handler_proc.executions()[before:])
         FIGURES["HA failover: leader SIGKILL -> next run (s)"] = round(resumed - killed, 2)
-        new_holder = coord.read_namespaced_lease("sz-ha-test", objects.ns).spec.holder_identity
+        new_holder = coord.read_namespaced_lease("sz-ha-test-bucket-0",
+                                                 objects.ns).spec.holder_identity
         assert standby.proc is not None and new_holder.endswith(f"-{standby.proc.pid}")
         run_ids = [r["runId"] for r in handler_proc.executions()]
         assert len(run_ids) == len(set(run_ids)), "no slot ran twice across the failover"

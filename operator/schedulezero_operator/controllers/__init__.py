@@ -32,7 +32,8 @@ log = logging.getLogger("schedulezero.controllers")
 class Options:
     leader_elect: bool = False
     lease_namespace: str = "default"
-    lease_name: str = "schedulezero-operator"
+    lease_name: str = "schedulezero-operator"  # prefix of the bucket and member Leases
+    buckets: int = 1
 
 
 @dataclass
@@ -69,17 +70,23 @@ async def _startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -
     rt = runtime(memo)
     kube = Kube()
     eng = Engine(kube, SystemClock())
-    if rt.options.leader_elect:
-        from .leader import LeaderElector
-
-        elector = LeaderElector(kube.api, rt.options.lease_namespace, rt.options.lease_name,
-                                eng.identity)
-        # Blocks start-up (so: no watches, no firing) until this replica leads.
-        await elector.acquire()
-        rt.elector = elector
-    rt.engine = eng
     loop = asyncio.get_running_loop()
-    rt.tasks = [loop.create_task(eng.run()), loop.create_task(Scaler(eng).run())]
+    rt.tasks = []
+    if rt.options.leader_elect:
+        from .buckets import BucketElector
+
+        # Every replica watches everything (a standby is warm: failover needs no
+        # re-list) but acts only for the Schedules of the buckets it holds. With one
+        # bucket this is plain leader election.
+        elector = BucketElector(kube.api, rt.options.lease_namespace, rt.options.lease_name,
+                                eng.identity, rt.options.buckets,
+                                on_change=lambda held: eng.rebalance())
+        eng.set_fence(elector.owns)
+        await elector.step()
+        rt.elector = elector
+        rt.tasks.append(loop.create_task(elector.run()))
+    rt.engine = eng
+    rt.tasks += [loop.create_task(eng.run()), loop.create_task(Scaler(eng).run())]
     log.info("engine started as %s", eng.identity)
 
 
@@ -93,7 +100,7 @@ async def _cleanup(memo: kopf.Memo, **_: Any) -> None:
     if eng is not None:
         await eng.close()
     if rt.elector is not None:
-        await rt.elector.release()
+        await rt.elector.release_all()
         rt.elector = None
 
 

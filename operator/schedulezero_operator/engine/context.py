@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,13 +21,19 @@ class Context:
     dispatcher: DispatcherPort
     identity: str  # who claims slots: unique per operator process
     rng: random.Random = field(default_factory=random.Random)
+    # May this process act for the object (namespace, name) now? Leader election /
+    # bucket ownership, answered from a monotonic deadline (no API call), checked
+    # before every dispatch and every status write: a process frozen past its lease
+    # and resumed knows it lost before it does anything.
+    fence: Callable[[str, str], bool] = field(default=lambda namespace, name: True)
     tasks: Tasks = field(default_factory=Tasks)
     timers: TimerQueue = field(init=False)
     writer: StatusWriter = field(init=False)
 
     def __post_init__(self) -> None:
         self.timers = TimerQueue(self.clock)
-        self.writer = StatusWriter(self.kube, self.tasks)
+        self.writer = StatusWriter(self.kube, self.tasks,
+                                   fence=lambda ns, name: self.fence(ns, name))
 
     def event(self, obj: dict[str, Any], kind: str, type_: str, reason: str, message: str,
               *, every: float = 60.0) -> None:

@@ -17,6 +17,7 @@ import logging
 import os
 import random
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,6 +67,9 @@ class Engine:
                                         on_demand=self._demand.set)
         self._executor = RunExecutor(self.ctx, self.handlers)
         self.schedules: dict[tuple[str, str], ScheduleRunner] = {}
+        # The newest body of every Schedule seen, owned or not: a replica that gains a
+        # bucket starts those Schedules from their current status (like first sight).
+        self._bodies: dict[tuple[str, str], dict[str, Any]] = {}
         self._loops: list[asyncio.Task[Any]] = []
 
     @property
@@ -98,21 +102,52 @@ class Engine:
         await self.ctx.dispatcher.close()
         await self.ctx.kube.close()
 
+    # -- ownership (leader election, buckets) ---------------------------------------------
+    def set_fence(self, fence: Callable[[str, str], bool]) -> None:
+        """Act only for the Schedules ``fence(namespace, name)`` says are ours (now)."""
+        self.ctx.fence = fence
+        self.rebalance()
+
+    def rebalance(self) -> None:
+        """Ownership changed: start the Schedules we gained, drop the ones we lost.
+
+        A dropped Schedule's runs in flight are cancelled without a record and stay
+        ``active`` in its status; the new holder resumes them under the same run ids
+        (the SDK joins or replays them), and takes our unexpired claim over at once,
+        as a predecessor's.
+        """
+        for key, body in list(self._bodies.items()):
+            owned = self.ctx.fence(*key)
+            if owned and key not in self.schedules:
+                self._create(key, body)
+            elif not owned and key in self.schedules:
+                log.info("%s/%s: handed over to another operator", *key)
+                self.schedules.pop(key).delete()
+
     # -- watch events ---------------------------------------------------------------------
     def upsert_schedule(self, body: dict[str, Any]) -> None:
         meta = body["metadata"]
         key = (meta["namespace"], meta["name"])
+        self._bodies[key] = body
+        if not self.ctx.fence(*key):
+            if key in self.schedules:
+                self.schedules.pop(key).delete()
+            return
         runner = self.schedules.get(key)
         if runner is not None and runner.s.uid != meta["uid"]:
             self.delete_schedule(key)  # same name, new object
             runner = None
         if runner is None:
-            self.schedules[key] = ScheduleRunner(self.ctx, self.handlers, self._executor, body,
-                                                 on_gone=self.delete_schedule)
+            self._create(key, body)
         else:
             runner.upsert(body)
 
+    def _create(self, key: tuple[str, str], body: dict[str, Any]) -> None:
+        self.schedules[key] = ScheduleRunner(self.ctx, self.handlers, self._executor, body,
+                                             on_gone=self.delete_schedule)
+
     def delete_schedule(self, key: tuple[str, str]) -> None:
+        self._bodies.pop(key, None)
         runner = self.schedules.pop(key, None)
         if runner is not None:
             runner.delete()

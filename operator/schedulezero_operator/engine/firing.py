@@ -32,7 +32,7 @@ from ..timing import (
 )
 from . import claims, decisions, problems, status
 from .context import Context
-from .runs import Finished, RunExecutor
+from .runs import Fenced, Finished, RunExecutor
 from .schedule import Run, ScheduleState
 from .status import Outcome
 from .timers import Continuation
@@ -169,6 +169,10 @@ class Firing:
         """A slot (or a run-now) is due: apply the concurrency policy and start the run."""
         s = self.s
         assert s.spec is not None
+        if not self.ctx.fence(s.namespace, s.name):
+            log.warning("%s: not firing %s: this operator no longer holds the Schedule "
+                        "(lease lost or expired)", s.ref, iso(slot))
+            return
         run = Run(run_id or decisions.run_id_for(s.uid, slot), slot, fire_at or slot)
         if run_id is None:
             s.record.last_schedule_time = iso(slot)
@@ -207,8 +211,12 @@ class Firing:
         assert s.spec is not None
         try:
             finished = await self.executor.execute(
-                run, s.spec, namespace=s.namespace, ref=s.ref, started=self.changed,
+                run, s.spec, namespace=s.namespace, name=s.name, ref=s.ref,
+                started=self.changed,
                 retrying=self._retrying)
+        except Fenced:
+            log.warning("%s: run %s left to the new holder (lease lost)", s.ref, run.run_id)
+            return
         except asyncio.CancelledError:
             if s.deleted:
                 return

@@ -34,12 +34,18 @@ class Finished:
     result: Any = None  # what the handler returned, when it succeeded
 
 
+class Fenced(Exception):
+    """This process may no longer act for the Schedule: the run stays ``active`` in
+    status, and the new holder resumes it under the same run id."""
+
+
 class RunExecutor:
     def __init__(self, ctx: Context, handlers: HandlerRegistry) -> None:
         self.ctx = ctx
         self.handlers = handlers
 
-    async def execute(self, run: Run, spec: ScheduleSpec, *, namespace: str, ref: str,
+    async def execute(self, run: Run, spec: ScheduleSpec, *, namespace: str, name: str,
+                      ref: str,
                       started: Callable[[], None], retrying: Callable[[], None]) -> Finished:
         """Attempts until one succeeds, fails for good, or the attempts run out."""
         handler = self.handlers.ensure(namespace, spec.handler)
@@ -51,6 +57,9 @@ class RunExecutor:
                     f"no Ready endpoint of handler {spec.handler} within {wait:g}s"
                     if self.handlers.exists(namespace, spec.handler)
                     else f"handler {spec.handler} not found in {namespace}"))
+            if not self.ctx.fence(namespace, name):
+                handler.queue.release(endpoint)
+                raise Fenced(run.run_id)
             run.current, run.endpoint = endpoint, str(endpoint)
             now = self.ctx.clock.now()
             if run.start is None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -90,9 +91,12 @@ class _Entry:
 
 
 class StatusWriter:
-    def __init__(self, kube: KubePort, tasks: Tasks) -> None:
+    def __init__(self, kube: KubePort, tasks: Tasks,
+                 fence: Callable[[str, str], bool] = lambda namespace, name: True) -> None:
         self.kube = kube
         self.tasks = tasks
+        self.fence = fence
+        self.fenced = 0  # writes not made because this process may no longer act
         self._entries: dict[Key, _Entry] = {}
         self._wake = asyncio.Event()
         self.writes = 0
@@ -156,6 +160,11 @@ class StatusWriter:
         try:
             for _ in range(CONFLICT_RETRIES):
                 entry.dirty = False
+                if not self.fence(t.namespace, t.name):
+                    # Deposed (or frozen past the lease): the holder owns this status
+                    # now; writing ours over it would undo what it recorded.
+                    self.fenced += 1
+                    return
                 model = t.status()
                 if model is None:
                     return
