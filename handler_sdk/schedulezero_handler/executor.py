@@ -10,7 +10,11 @@ Decisions:
   send the job to another replica; a hidden queue here would defeat that.
 - A run id already in flight is *joined*, not run twice: when the operator
   re-sends a run (lost reply, failover), the handler executes it once. Finished
-  runs are remembered (bounded) per (run id, attempt) for the same reason.
+  runs are remembered (bounded) per run id for the same reason: a run that
+  *succeeded* is replayed to any later attempt (an operator that took over after
+  the reply was lost resends it with the next attempt number, and the job must
+  not run again); a failed one is replayed only to the same or an earlier
+  attempt, so a genuine retry runs again.
 - Sync methods run in a thread pool sized to the concurrency, so they never block
   the event loop; a sync method cannot be interrupted, so a cancelled or expired
   sync job keeps its slot until its thread returns (capacity stays honest).
@@ -102,7 +106,8 @@ class Executor:
         self.accepting = True
         self._jobs: dict[str, _Job] = {}
         self._busy_slots = 0
-        self._done: collections.OrderedDict[tuple[str, int, str], dict[str, Any]] = (
+        # run id -> (attempt, method, reply) of its last finished attempt
+        self._done: collections.OrderedDict[str, tuple[int, str, dict[str, Any]]] = (
             collections.OrderedDict())
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="job")
         self._idle = asyncio.Event()
@@ -205,9 +210,10 @@ class Executor:
                                  f"Unknown method: {req.method} (names starting with '_' are "
                                  "never callable)", req.run_id)
         run_id = req.run_id or f"legacy-{time.monotonic_ns()}"
-        done = self._done.get((run_id, req.attempt, req.method))
-        if done is not None:
-            return {**done, "id": req.id}
+        done = self._done.get(run_id)
+        if done is not None and done[1] == req.method and (
+                done[2].get("ok") is True or req.attempt <= done[0]):
+            return {**done[2], "id": req.id}
         joined = self._jobs.get(run_id)
         if joined is not None and joined.method != req.method:
             return p.error_reply(req.id, p.ErrorType.BAD_REQUEST,
@@ -312,7 +318,8 @@ class Executor:
                              f"JSON ({why})", req.run_id, retryable=False)
 
     def _remember(self, job: _Job, reply: dict[str, Any]) -> None:
-        self._done[(job.run_id, job.attempt, job.method)] = reply
+        self._done[job.run_id] = (job.attempt, job.method, reply)
+        self._done.move_to_end(job.run_id)
         while len(self._done) > 1024:
             self._done.popitem(last=False)
 

@@ -36,8 +36,12 @@ def bucket_holders(coord: client.CoordinationV1Api, namespace: str) -> dict[int,
 
 
 def test_buckets_are_shared_and_move_when_a_replica_dies(
-        objects: Objects, operator: OperatorProcess, handler_proc: HandlerProcess,
-        api: client.ApiClient, tmp_path: Path) -> None:
+        objects: Objects, operator: OperatorProcess, api: client.ApiClient,
+        tmp_path: Path) -> None:
+    # 12 Schedules due at the same second: the handler takes them all at once (a
+    # smaller concurrency would answer Busy, and runs would fail for that reason).
+    handler_proc = HandlerProcess(tmp_path, concurrency=64)
+    handler_proc.start()
     operator.stop()
     replicas: list[OperatorProcess] = []
     for name in ("a", "b"):
@@ -94,4 +98,5 @@ def test_buckets_are_shared_and_move_when_a_replica_dies(
     finally:
         for op in replicas:
             op.stop()
+        handler_proc.stop()
         operator.start()

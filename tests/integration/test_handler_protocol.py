@@ -137,6 +137,29 @@ async def test_duplicate_run_id_runs_once(protocol: str, dispatcher: Dispatcher,
 
 
 @BOTH
+async def test_a_succeeded_run_is_replayed_to_a_later_attempt_not_run_again(
+        protocol: str, dispatcher: Dispatcher, record: Callable[[], list[str]]) -> None:
+    """An operator that took over after a lost reply resends the run with attempt + 1."""
+    async with serving(protocol=protocol) as (_, ep):
+        first = await run(dispatcher, ep, "heartbeat", run_id="hand-over", attempt=1)
+        again = await run(dispatcher, ep, "heartbeat", run_id="hand-over", attempt=2)
+        assert first.ok and again.ok and again.result == first.result
+        assert [json.loads(x)["method"] for x in record()].count("heartbeat") == 1
+
+
+@BOTH
+async def test_a_failed_run_is_retried_by_a_later_attempt(
+        protocol: str, dispatcher: Dispatcher, record: Callable[[], list[str]]) -> None:
+    async with serving(protocol=protocol) as (_, ep):
+        first = await run(dispatcher, ep, "flaky", {"failures": 1}, run_id="retry", attempt=1)
+        same = await run(dispatcher, ep, "flaky", {"failures": 1}, run_id="retry", attempt=1)
+        second = await run(dispatcher, ep, "flaky", {"failures": 1}, run_id="retry",
+                           attempt=2)
+        assert not first.ok and not same.ok and second.ok
+        assert [json.loads(x)["method"] for x in record()].count("flaky") == 2
+
+
+@BOTH
 async def test_graceful_shutdown_finishes_in_flight_jobs(protocol: str,
                                                          dispatcher: Dispatcher) -> None:
     async with serving(protocol=protocol, concurrency=8) as (server, ep):
