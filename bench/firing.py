@@ -105,6 +105,7 @@ def main() -> None:
         cluster.start()
         os.environ["KUBECONFIG"] = str(cluster.kubeconfig)
     handler = operator = None
+    ns: str | None = None
     try:
         subprocess.run(["kubectl", "apply", "-f", str(REPO / "crds")], check=True,
                        capture_output=True)
@@ -199,6 +200,9 @@ def main() -> None:
         out.write_text(json.dumps(result, indent=2))
         print(f"saved {out.relative_to(REPO)}")
     finally:
+        if ns is not None:  # leave the cluster as found (an operator elsewhere would fire them)
+            subprocess.run(["kubectl", "delete", "namespace", ns, "--wait=false"],
+                           capture_output=True)
         if operator:
             operator.stop()
         if handler:
