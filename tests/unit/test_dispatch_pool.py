@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import re
+
+import pytest
+from schedulezero_operator.api.models import ENDPOINT_PATTERN
 from schedulezero_operator.dispatch import Endpoint, EndpointPool
 
 
@@ -46,3 +50,29 @@ def test_endpoint_leaving_gets_no_new_jobs_but_keeps_accounting() -> None:
     assert pool.acquire() is None
     pool.release(a)
     assert pool.in_flight == 1
+
+
+@pytest.mark.parametrize(("address", "host", "port", "shown"), [
+    ("10.1.2.3:4244", "10.1.2.3", 4244, "10.1.2.3:4244"),
+    ("tcp://10.0.0.5:4244", "10.0.0.5", 4244, "10.0.0.5:4244"),
+    ("handler.ns.svc:80", "handler.ns.svc", 80, "handler.ns.svc:80"),
+    ("[::1]:4244", "::1", 4244, "[::1]:4244"),
+    ("tcp://[fd00::5]:9", "fd00::5", 9, "[fd00::5]:9"),
+])
+def test_endpoint_forms_normalise_to_one(address: str, host: str, port: int, shown: str) -> None:
+    e = Endpoint.parse(address, "zmq")
+    assert (e.host, e.port, str(e)) == (host, port, shown)
+    assert re.match(ENDPOINT_PATTERN, address), "the CRD admits what the operator parses"
+
+
+@pytest.mark.parametrize("address", ["no-port", "host:", ":80", "[::1]4244", "tcp://",
+                                     "a b:1", "[zz]:1", "[::1:80"])
+def test_bad_endpoints_are_refused_by_schema_and_parser(address: str) -> None:
+    assert not re.match(ENDPOINT_PATTERN, address)
+    with pytest.raises(ValueError, match="invalid endpoint"):
+        Endpoint.parse(address, "zmq")
+
+
+def test_a_port_out_of_range_is_refused_by_the_parser() -> None:
+    with pytest.raises(ValueError, match="invalid endpoint"):
+        Endpoint.parse("h:99999", "zmq")

@@ -30,6 +30,8 @@ _DURATION = r"^([0-9]{1,6}(\.[0-9]{1,6})?(ms|s|m|h|d))+$"
 # start with "_" (private and dunder attributes are never callable), plus the
 # dots and dashes ScheduleZero handlers used.
 METHOD_PATTERN = r"^[A-Za-z][A-Za-z0-9_.-]*$"
+# Handler endpoints: host:port, tcp://host:port (ScheduleZero's form), [ipv6]:port.
+ENDPOINT_PATTERN = r"^(tcp://)?([^:\s\[\]/]+|\[[0-9A-Fa-f:.]+\]):[0-9]{1,5}$"
 # DNS-1123 subdomain: what Kubernetes object names are.
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 # What only the operator checks about params (the schema cannot bound a free-form
@@ -301,9 +303,10 @@ class HandlerSpec(_Model):
     port: int = Field(4244, ge=1, le=65535, description="Port the handler listens on.")
     endpoints: list[str] | None = Field(
         None, min_length=1, max_length=256,
-        description="External handlers as host:port (not scaled); at least one.",
+        description="External handlers as host:port, tcp://host:port (ScheduleZero's form) "
+        "or [ipv6]:port (not scaled); at least one.",
         json_schema_extra={"items": {"type": "string", "maxLength": 262,
-                                     "pattern": r"^[^:\s]+:[0-9]{1,5}$"}})
+                                     "pattern": ENDPOINT_PATTERN}})
     template: dict[str, Any] | None = Field(
         None, description="PodTemplateSpec: the operator creates and owns a Deployment.")
     deployment_ref: DeploymentRef | None = Field(

@@ -35,6 +35,7 @@ never an exception in a task:
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import itertools
 import logging
 import os
@@ -59,12 +60,41 @@ class Endpoint:
     protocol: str  # zmq | http | zmq-legacy
     pod: str | None = None
 
+    @classmethod
+    def parse(cls, address: str, protocol: str, pod: str | None = None) -> Endpoint:
+        """``host:port``, ``tcp://host:port`` (ScheduleZero's form) or ``[v6addr]:port``."""
+        text = address.strip().removeprefix("tcp://")
+        if text.startswith("["):
+            host, sep, port = text[1:].partition("]:")
+            try:
+                ipaddress.IPv6Address(host)
+            except ValueError:
+                sep = ""
+            if not sep:
+                raise ValueError(f"invalid endpoint {address!r}: use [ipv6]:port")
+        else:
+            host, _, port = text.rpartition(":")
+            if any(c.isspace() or c in "/[]:" for c in host):
+                host = ""  # an unbracketed IPv6 address or junk: refused below
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"invalid endpoint {address!r}: use host:port")
+        return cls(host, int(port), protocol, pod=pod)
+
+    @property
+    def address(self) -> str:
+        """``host:port``, with an IPv6 host in brackets (as URLs and ZMQ want it)."""
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    @property
+    def ipv6(self) -> bool:
+        return ":" in self.host
+
     @property
     def key(self) -> str:
-        return f"{self.protocol}://{self.host}:{self.port}"
+        return f"{self.protocol}://{self.address}"
 
     def __str__(self) -> str:
-        return self.pod or f"{self.host}:{self.port}"
+        return self.pod or self.address
 
 
 @dataclass
@@ -153,7 +183,9 @@ class ZmqClient:
         self.sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
         # Memory guard: libzmq drops the connection rather than buffer a giant reply.
         self.sock.setsockopt(zmq.MAXMSGSIZE, 2 * max_reply_bytes)
-        self.sock.connect(f"tcp://{endpoint.host}:{endpoint.port}")
+        if endpoint.ipv6:
+            self.sock.setsockopt(zmq.IPV6, 1)
+        self.sock.connect(f"tcp://{endpoint.address}")
         self._pending: dict[str, asyncio.Future[Any]] = {}
         self._ids = itertools.count(1)
         # Random, so an id seen in a garbled reply is ours and this connection's.
@@ -264,7 +296,9 @@ class LegacyZmqClient:
             self._sock = self.ctx.socket(zmq.REQ)
             self._sock.setsockopt(zmq.LINGER, 0)
             self._sock.setsockopt(zmq.MAXMSGSIZE, 2 * self.max_reply_bytes)
-            self._sock.connect(f"tcp://{self.endpoint.host}:{self.endpoint.port}")
+            if self.endpoint.ipv6:
+                self._sock.setsockopt(zmq.IPV6, 1)
+            self._sock.connect(f"tcp://{self.endpoint.address}")
         return self._sock
 
     async def request(self, method: str, params: dict[str, Any], timeout: float) -> list[bytes]:
@@ -323,7 +357,7 @@ class HttpClient:
         if secret is not None:
             ts, sig = p.sign(secret, body, time.time())
             headers.update({"X-SZ-Timestamp": ts, "X-SZ-Signature": sig})
-        url = f"http://{endpoint.host}:{endpoint.port}{path}"
+        url = f"http://{endpoint.address}{path}"
         try:
             async with session.request(verb, url, data=body or None, headers=headers,
                                        timeout=aiohttp.ClientTimeout(total=timeout)) as resp:

@@ -45,7 +45,7 @@ class HandlerState:
 
     @property
     def ready(self) -> list[str]:
-        return [str(e) if e.pod else f"{e.host}:{e.port}" for e in self.queue.ready]
+        return [str(e) for e in self.queue.ready]  # pod name, else host:port ([v6]:port)
 
     @property
     def in_flight(self) -> int:

@@ -147,5 +147,4 @@ class HandlerRegistry:
 
 
 def _endpoint(address: str, protocol: str) -> Endpoint:
-    host, _, port = address.rpartition(":")
-    return Endpoint(host, int(port), protocol)
+    return Endpoint.parse(address, protocol)
