@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import math
 import os
 import platform
 import random
@@ -30,13 +29,12 @@ from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
-sys.path.insert(0, str(REPO / "operator"))
+sys.path[:0] = [str(REPO / "operator"), str(REPO)]
 
-from croniter import CroniterBadDateError, croniter  # noqa: E402
+from croniter import croniter  # noqa: E402
 from schedulezero_operator.timing import (  # noqa: E402
     Trigger,
     compile_cron,
@@ -46,75 +44,12 @@ from schedulezero_operator.timing import (  # noqa: E402
 )
 from schedulezero_operator.timing.zones import timeline  # noqa: E402
 
+from tests.oracles import old_next_fire  # noqa: E402
+
 UTC = dt.UTC
 
 
 # -- the old implementation (triggers.py before the compiled cron), verbatim ----------
-_HORIZON = dt.timedelta(days=366 * 5)
-
-
-def old_next_cron(cron: str, seconds_field: bool, zone: ZoneInfo, fixed: bool,
-                  after: dt.datetime) -> dt.datetime | None:
-    """Walk wall-clock matches from a little before ``after`` and map each to instants."""
-    local_start = after.astimezone(zone).replace(tzinfo=None) - dt.timedelta(hours=3)
-    it = croniter(cron, local_start, second_at_beginning=seconds_field)
-    limit = after + _HORIZON
-    while True:
-        try:
-            naive: dt.datetime = it.get_next(dt.datetime)
-        except CroniterBadDateError:
-            return None
-        for instant in _instants(naive, zone, fixed):
-            if instant > after:
-                return instant
-        if naive.replace(tzinfo=zone) > limit:
-            return None
-
-
-def _instants(naive: dt.datetime, zone: ZoneInfo, fixed: bool) -> list[dt.datetime]:
-    first = naive.replace(tzinfo=zone, fold=0)
-    second = naive.replace(tzinfo=zone, fold=1)
-    u0, u1 = first.astimezone(UTC), second.astimezone(UTC)
-    exists = u0.astimezone(zone).replace(tzinfo=None) == naive
-    if not exists:
-        return [_transition(min(u0, u1), max(u0, u1), zone)] if fixed else []
-    if u0 != u1:
-        return [u0] if fixed else sorted({u0, u1})
-    return [u0]
-
-
-def _transition(lo: dt.datetime, hi: dt.datetime, zone: ZoneInfo) -> dt.datetime:
-    before = lo.astimezone(zone).utcoffset()
-    while (hi - lo) > dt.timedelta(seconds=1):
-        mid = lo + (hi - lo) / 2
-        if mid.astimezone(zone).utcoffset() == before:
-            lo = mid
-        else:
-            hi = mid
-    return hi.replace(microsecond=0)
-
-
-def old_next_interval(period: float, anchor: dt.datetime, after: dt.datetime) -> dt.datetime:
-    elapsed = (after - anchor).total_seconds()
-    k = math.floor(elapsed / period) + 1 if elapsed >= 0 else 0
-    candidate = anchor + dt.timedelta(seconds=k * period)
-    while candidate <= after:
-        k += 1
-        candidate = anchor + dt.timedelta(seconds=k * period)
-    return candidate
-
-
-def old_next_fire(trigger: Trigger, after: dt.datetime) -> dt.datetime | None:
-    if trigger.kind == "at":
-        return trigger.at if trigger.at and trigger.at > after else None
-    if trigger.kind == "interval":
-        assert trigger.period is not None and trigger.anchor is not None
-        return old_next_interval(trigger.period, trigger.anchor, after)
-    assert trigger.cron is not None
-    return old_next_cron(trigger.cron, trigger.seconds_field, trigger.zone,
-                         trigger.fixed_time, after)
-
-
 # -- rows -----------------------------------------------------------------------------
 def T(text: str) -> dt.datetime:
     return dt.datetime.fromisoformat(text).astimezone(UTC)

@@ -8,6 +8,7 @@ import subprocess
 import time
 
 import pytest
+from schedulezero_operator.engine.decisions import run_id_for
 
 from .conftest import LATENESS_MS, Objects
 from .kube import wait_for
@@ -218,5 +219,19 @@ def test_invalid_schedules_are_reported_and_valid_ones_keep_firing(
     before = objects.status("good")["counters"]["succeeded"]
     wait_for("the valid schedule keeps firing", lambda: (
         objects.status("good")["counters"]["succeeded"] >= before + 2))
-    assert not handler_proc.executions("heartbeat") or all(
-        "good" in (r["runId"] or "") or True for r in handler_proc.executions())
+    ran = {r["schedule"] for r in handler_proc.executions("heartbeat")}
+    assert ran == {f"{objects.ns}/good"}, "only the valid Schedule ran anything"
+
+
+def test_the_slot_claim_survives_a_round_trip_through_the_api_server(
+        objects: Objects, handler_proc: HandlerProcess) -> None:
+    """Every claim field the engine writes comes back (none pruned by the CRD schema)."""
+    objects.handler("h", handler_proc.address)
+    objects.schedule("claimed", handler="h", method="heartbeat", interval="2s")
+    claim = wait_for("a claim in status", lambda: objects.status("claimed").get("claim"))
+    assert set(claim) == {"holder", "runId", "scheduledTime", "until", "expires"}, claim
+    assert ts(claim["scheduledTime"]) <= ts(claim["until"]) < ts(claim["expires"])
+    assert ts(claim["until"]) - ts(claim["scheduledTime"]) >= 2, "the horizon covers slots"
+    uid = objects.get("claimed")["metadata"]["uid"]
+    slot = dt.datetime.fromisoformat(claim["scheduledTime"].replace("Z", "+00:00"))
+    assert claim["runId"] == run_id_for(uid, slot), "the claim names the slot's run id"

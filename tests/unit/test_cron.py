@@ -33,6 +33,9 @@ from schedulezero_operator.timing import (
 )
 from schedulezero_operator.timing.zones import timeline
 
+from tests.oracles import instants as _instants
+from tests.oracles import old_next_cron
+
 UTC = dt.UTC
 NY, BERLIN = ZoneInfo("America/New_York"), ZoneInfo("Europe/Berlin")
 TIMING = Path(__file__).resolve().parents[2] / "operator" / "schedulezero_operator" / "timing"
@@ -43,53 +46,6 @@ def T(text: str) -> dt.datetime:
 
 
 # -- the old implementation, verbatim (croniter walker + Vixie DST mapping) -------------
-_HORIZON = dt.timedelta(days=366 * 5)
-
-
-def old_next_cron(cron: str, seconds_field: bool, zone: ZoneInfo, fixed: bool,
-                  after: dt.datetime) -> dt.datetime | None:
-    """Walk wall-clock matches from a little before ``after`` and map each to instants."""
-    # Start 3 h early in wall time: covers a repeated hour and offset changes.
-    local_start = after.astimezone(zone).replace(tzinfo=None) - dt.timedelta(hours=3)
-    it = croniter(cron, local_start, second_at_beginning=seconds_field)
-    limit = after + _HORIZON
-    while True:
-        try:
-            naive: dt.datetime = it.get_next(dt.datetime)
-        except CroniterBadDateError:  # e.g. "0 0 30 2 *": valid syntax, never fires
-            return None
-        for instant in _instants(naive, zone, fixed):
-            if instant > after:
-                return instant
-        if naive.replace(tzinfo=zone) > limit:
-            return None
-
-
-def _instants(naive: dt.datetime, zone: ZoneInfo, fixed: bool) -> list[dt.datetime]:
-    """UTC instants at which a wall-clock match fires, per the Vixie cron rules."""
-    first = naive.replace(tzinfo=zone, fold=0)
-    second = naive.replace(tzinfo=zone, fold=1)
-    u0, u1 = first.astimezone(UTC), second.astimezone(UTC)
-    exists = u0.astimezone(zone).replace(tzinfo=None) == naive
-    if not exists:  # in a spring-forward gap
-        return [_transition(min(u0, u1), max(u0, u1), zone)] if fixed else []
-    if u0 != u1:  # repeated (fall-back): fold=0 is the earlier instant
-        return [u0] if fixed else sorted({u0, u1})
-    return [u0]
-
-
-def _transition(lo: dt.datetime, hi: dt.datetime, zone: ZoneInfo) -> dt.datetime:
-    """The instant in (lo, hi] where the zone's UTC offset changes (binary search)."""
-    before = lo.astimezone(zone).utcoffset()
-    while (hi - lo) > dt.timedelta(seconds=1):
-        mid = lo + (hi - lo) / 2
-        if mid.astimezone(zone).utcoffset() == before:
-            lo = mid
-        else:
-            hi = mid
-    return hi.replace(microsecond=0)
-
-
 def brute_next_cron(cron: str, seconds_field: bool, zone: ZoneInfo, fixed: bool,
                     after: dt.datetime) -> dt.datetime | None:
     """The old walker, but the minimum over every match up to 3 h past the first hit.
