@@ -2,6 +2,8 @@
 
 Watches all namespaces by default; ``-n NS`` (repeatable, kopf patterns allowed)
 restricts it. Uses the in-cluster config in a pod, else the current kubeconfig.
+Prometheus metrics are served at ``http://127.0.0.1:9090/metrics`` unless
+``--metrics-port 0``.
 """
 
 from __future__ import annotations
@@ -29,6 +31,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--buckets", type=int, default=int(os.environ.get("SZ_BUCKETS", "1")),
                         help="shards of Schedules spread over the replicas (default 1: "
                         "one leader)")
+    parser.add_argument("--metrics-port", type=int,
+                        default=int(os.environ.get("SZ_METRICS_PORT", "9090")),
+                        help="serve Prometheus metrics on this port at /metrics "
+                        "(default 9090; 0 = off)")
+    parser.add_argument("--metrics-bind", default=os.environ.get("SZ_METRICS_BIND",
+                                                                 "127.0.0.1"),
+                        help="address /metrics listens on (default 127.0.0.1: this host "
+                        "only; the Helm chart binds the pod IP)")
+    parser.add_argument("--metrics-per-schedule", action="store_true",
+                        help="label the fire-lateness histogram by Schedule "
+                        "(namespace/name): one series set per Schedule")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
 
@@ -40,7 +53,10 @@ def main(argv: list[str] | None = None) -> None:
     options = controllers.Options(leader_elect=args.leader_elect,
                                   lease_namespace=args.lease_namespace,
                                   lease_name=args.lease_name,
-                                  buckets=max(1, args.buckets))
+                                  buckets=max(1, args.buckets),
+                                  metrics_port=max(0, args.metrics_port),
+                                  metrics_bind=args.metrics_bind,
+                                  metrics_per_schedule=args.metrics_per_schedule)
 
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.PLAIN)
     if not args.verbose:

@@ -54,8 +54,12 @@ class Proc:
 
 
 class OperatorProcess(Proc):
-    def __init__(self, log: Path) -> None:
-        super().__init__([sys.executable, "-m", "schedulezero_operator"], log)
+    """``python -m schedulezero_operator *args``; /metrics off unless ``args`` ask for it
+    (``--metrics-port N``), so test operators never compete for the default port."""
+
+    def __init__(self, log: Path, *args: str) -> None:
+        super().__init__([sys.executable, "-m", "schedulezero_operator", "--metrics-port", "0",
+                          *args], log)
 
 
 class HandlerProcess(Proc):

@@ -4,11 +4,15 @@ fires Schedules."""
 
 from __future__ import annotations
 
+import json
 import subprocess
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client
 
 from .conftest import Objects
@@ -49,14 +53,66 @@ def can_i(kubeconfig: str, sa: str, *args: str) -> bool:
     return r.stdout.strip() == "yes"
 
 
+def render(*sets: str) -> str:
+    return subprocess.run([helm(), "template", "sz", str(CHART), "--namespace", "x",
+                           "--kube-version", "1.33.0", *[f"--set={s}" for s in sets]],
+                          check=True, capture_output=True, text=True).stdout
+
+
+def kinds(out: str) -> dict[str, list[dict[str, Any]]]:
+    found: dict[str, list[dict[str, Any]]] = {}
+    for doc in yaml.safe_load_all(out):
+        if doc:
+            found.setdefault(doc["kind"], []).append(doc)
+    return found
+
+
 def test_chart_renders_deterministically(kubeconfig: str) -> None:
-    out = subprocess.run([helm(), "template", "sz", str(CHART), "--namespace", "x",
-                          "--kube-version", "1.33.0"],
-                         check=True, capture_output=True, text=True).stdout
+    out = render()
     assert "readOnlyRootFilesystem: true" in out and "runAsNonRoot: true" in out
     assert "kind: ClusterRole" in out and "verbs: [get, patch]" in out
     crds = sorted(p.name for p in (CHART / "crds").iterdir())
     assert crds == ["handlers.yaml", "schedules.yaml"]
+
+
+def test_chart_metrics_service_annotations_servicemonitor_and_dashboard(
+        kubeconfig: str) -> None:
+    docs = kinds(render())
+    assert "ServiceMonitor" not in docs and "ConfigMap" not in docs, "both off by default"
+    pod = docs["Deployment"][0]["spec"]["template"]
+    assert pod["metadata"]["annotations"] == {"prometheus.io/scrape": "true",
+                                              "prometheus.io/port": "9090",
+                                              "prometheus.io/path": "/metrics"}
+    container = pod["spec"]["containers"][0]
+    assert {"--metrics-port=9090", "--metrics-bind=$(POD_IP)"} <= set(container["args"])
+    assert {"name": "metrics", "containerPort": 9090} in container["ports"]
+    (svc,) = docs["Service"]
+    assert svc["spec"]["type"] == "ClusterIP"
+    assert svc["spec"]["ports"] == [{"name": "metrics", "port": 9090, "targetPort": "metrics",
+                                     "protocol": "TCP"}]
+    assert svc["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+
+    docs = kinds(render("metrics.serviceMonitor.enabled=true", "metrics.dashboard.enabled=true",
+                        "metrics.serviceMonitor.labels.release=kps",
+                        "metrics.bindAddress=0.0.0.0", "metrics.perSchedule=true"))
+    (monitor,) = docs["ServiceMonitor"]
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["labels"]["release"] == "kps"
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= \
+        docs["Service"][0]["metadata"]["labels"].items()
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    (dashboard,) = docs["ConfigMap"]
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(dashboard["data"]["schedulezero.json"]) == json.loads(
+        (CHART / "dashboards" / "schedulezero.json").read_text())
+    args = docs["Deployment"][0]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert {"--metrics-bind=0.0.0.0", "--metrics-per-schedule"} <= set(args)
+
+    docs = kinds(render("metrics.enabled=false"))
+    assert "Service" not in docs
+    pod = docs["Deployment"][0]["spec"]["template"]
+    assert "--metrics-port=0" in pod["spec"]["containers"][0]["args"]
+    assert not pod["metadata"].get("annotations")
 
 
 def test_chart_operator_fires_with_least_privilege(
@@ -88,5 +144,20 @@ def test_chart_operator_fires_with_least_privilege(
             objects.status("beat").get("counters", {}).get("succeeded", 0) >= 2), timeout=60)
         holder = objects.status("beat")["claim"]["holder"]
         assert holder.startswith(pod.metadata.name), "the pod (not a local process) fired it"
+        # /metrics on the pod IP; the metrics Service selects the pod. (Its Endpoints stay
+        # empty here: EndpointSlices refuse the node agent's loopback pod IPs.)
+        svc = core.read_namespaced_service("sz-schedulezero-operator-metrics", chart_release)
+        selector = ",".join(f"{k}={v}" for k, v in svc.spec.selector.items())
+        selected = core.list_namespaced_pod(chart_release, label_selector=selector).items
+        assert [p.metadata.name for p in selected] == [pod.metadata.name]
+        assert svc.spec.ports[0].target_port == "metrics" and any(
+            port.name == "metrics" and port.container_port == 9090
+            for port in pod.spec.containers[0].ports)
+        with urllib.request.urlopen(f"http://{pod.status.pod_ip}:9090/metrics",
+                                    timeout=10) as resp:
+            text = resp.read().decode()
+        succeeded = next(float(line.split()[-1]) for line in text.splitlines()
+                         if line.startswith('schedulezero_runs_total{outcome="Succeeded"}'))
+        assert succeeded >= 2
     finally:
         handler.stop()

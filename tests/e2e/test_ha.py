@@ -26,7 +26,8 @@ def test_failover_after_a_leader_crash(objects: Objects, operator: OperatorProce
     for name in ("a", "b"):
         op = OperatorProcess(tmp_path / f"operator-{name}.log")
         op.argv = [sys.executable, "-m", "schedulezero_operator", "--leader-elect",
-                   "--lease-namespace", objects.ns, "--lease-name", "sz-ha-test"]
+                   "--lease-namespace", objects.ns, "--lease-name", "sz-ha-test",
+                   "--metrics-port", "0"]
         op.start()
         replicas.append(op)
     try:

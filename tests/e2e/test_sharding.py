@@ -11,11 +11,14 @@ from __future__ import annotations
 import signal
 import sys
 import time
+import urllib.request
 from collections import Counter
 from pathlib import Path
 
 import pytest
 from kubernetes import client
+from prometheus_client.parser import text_string_to_metric_families
+from schedulezero_testcluster.cluster import free_port
 
 from .conftest import FIGURES, Objects
 from .kube import wait_for
@@ -35,6 +38,15 @@ def bucket_holders(coord: client.CoordinationV1Api, namespace: str) -> dict[int,
     return out
 
 
+def owned_buckets(port: int) -> tuple[set[int], float]:
+    """(buckets with schedulezero_bucket_owned 1, schedulezero_leading) from /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        families = {f.name: f for f in text_string_to_metric_families(resp.read().decode())}
+    owned = {int(s.labels["bucket"]) for s in families["schedulezero_bucket_owned"].samples
+             if s.value == 1}
+    return owned, families["schedulezero_leading"].samples[0].value
+
+
 def test_buckets_are_shared_and_move_when_a_replica_dies(
         objects: Objects, operator: OperatorProcess, api: client.ApiClient,
         tmp_path: Path) -> None:
@@ -44,11 +56,13 @@ def test_buckets_are_shared_and_move_when_a_replica_dies(
     handler_proc.start()
     operator.stop()
     replicas: list[OperatorProcess] = []
-    for name in ("a", "b"):
+    metrics: dict[int, int] = {}  # replica index -> its /metrics port
+    for i, name in enumerate(("a", "b")):
+        metrics[i] = free_port()
         op = OperatorProcess(tmp_path / f"operator-{name}.log")
         op.argv = [sys.executable, "-m", "schedulezero_operator", "--leader-elect",
                    "--buckets", str(BUCKETS), "--lease-namespace", objects.ns,
-                   "--lease-name", PREFIX]
+                   "--lease-name", PREFIX, "--metrics-port", str(metrics[i])]
         op.start()
         replicas.append(op)
     coord = client.CoordinationV1Api(api)
@@ -67,6 +81,12 @@ def test_buckets_are_shared_and_move_when_a_replica_dies(
 
         held = wait_for("both replicas hold buckets", shared, timeout=60)
         assert Counter(held.values()).most_common(1)[0][1] == BUCKETS // 2, held
+        # Each replica's schedulezero_bucket_owned says what the Leases say.
+        for i, op in enumerate(replicas):
+            assert op.proc is not None
+            mine = {b for b, h in held.items() if h and h.endswith(f"-{op.proc.pid}")}
+            wait_for(f"replica {i} reports buckets {sorted(mine)}", lambda i=i, mine=mine: (
+                owned_buckets(metrics[i]) == (mine, 1)), timeout=10)
         wait_for("every Schedule fires", lambda: {
             r["schedule"].split("/")[1] for r in handler_proc.executions("heartbeat")}
             >= set(names), timeout=45)
@@ -82,6 +102,8 @@ def test_buckets_are_shared_and_move_when_a_replica_dies(
         FIGURES["sharding: replica SIGKILL -> its buckets held by the survivor (s)"] = round(
             time.time() - killed, 2)
         assert len(moved) == BUCKETS
+        wait_for("the survivor reports every bucket", lambda: owned_buckets(metrics[0]) == (
+            set(range(BUCKETS)), 1), timeout=10)
         time.sleep(6)  # runs under the survivor, incl. catch-up of the hand-over gap
         rows = handler_proc.executions("heartbeat")
         run_ids = [r["runId"] for r in rows]

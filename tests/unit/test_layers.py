@@ -5,7 +5,7 @@
 - ``engine``, ``dispatch`` and ``scaling`` never import ``controllers`` (the kopf
   adapters sit on top, nothing below reaches up);
 - ``engine`` never imports kopf or a Kubernetes client (it talks to the API server
-  only through its port).
+  only through its port), nor prometheus_client (metrics go out through its observer).
 """
 
 from __future__ import annotations
@@ -88,6 +88,15 @@ def test_nothing_below_the_controllers_imports_them(module: str, path: Path) -> 
                                               if layer(m) == "engine"])
 def test_the_engine_has_no_kubernetes_client(module: str, path: Path) -> None:
     bad = {n for n in imports(module, path) if top(n) in THIRD_PARTY_CLUSTER}
+    assert not bad, f"{module} imports {sorted(bad)}"
+
+
+@pytest.mark.parametrize(("module", "path"), [(m, p) for m, p in ALL
+                                              if layer(m) in ("engine", "dispatch", "timing")])
+def test_metrics_stay_out_of_the_engine(module: str, path: Path) -> None:
+    """The engine reports through ``engine.observer``; prometheus_client is the
+    controllers' business (``controllers.metrics``)."""
+    bad = {n for n in imports(module, path) if top(n) == "prometheus_client"}
     assert not bad, f"{module} imports {sorted(bad)}"
 
 

@@ -24,6 +24,7 @@ from ..engine import Engine, SystemClock
 from ..scaling.scaler import Scaler
 from . import safe_decode
 from .kube import Kube
+from .metrics import Metrics, MetricsServer
 
 log = logging.getLogger("schedulezero.controllers")
 
@@ -34,6 +35,9 @@ class Options:
     lease_namespace: str = "default"
     lease_name: str = "schedulezero-operator"  # prefix of the bucket and member Leases
     buckets: int = 1
+    metrics_port: int = 9090  # 0: no /metrics
+    metrics_bind: str = "127.0.0.1"
+    metrics_per_schedule: bool = False  # a `schedule` label on the lateness histogram
 
 
 @dataclass
@@ -44,6 +48,8 @@ class Runtime:
     engine: Engine | None = None
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     elector: Any = None
+    metrics: Metrics | None = None  # None: metrics off (or not started yet)
+    metrics_server: MetricsServer | None = None
 
 
 def runtime(memo: Any) -> Runtime:
@@ -60,6 +66,12 @@ def engine(memo: Any) -> Engine:
     return eng
 
 
+def _count(memo: Any, resource: str) -> None:
+    metrics = runtime(memo).metrics
+    if metrics is not None:
+        metrics.watch_event(resource)
+
+
 @kopf.on.startup()
 async def _startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     safe_decode.install()  # before any watch starts: no stored object can crash us
@@ -68,8 +80,16 @@ async def _startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -
     settings.watching.client_timeout = 330
     settings.posting.level = logging.WARNING
     rt = runtime(memo)
+    opts = rt.options
+    if opts.metrics_port and rt.metrics is None:
+        import prometheus_client
+
+        # No `<counter>_created` series next to every counter and histogram: the
+        # process' start time is in process_start_time_seconds once.
+        prometheus_client.disable_created_metrics()
+        rt.metrics = Metrics(per_schedule=opts.metrics_per_schedule, process=True)
     kube = Kube()
-    eng = Engine(kube, SystemClock())
+    eng = Engine(kube, SystemClock(), observer=rt.metrics)
     loop = asyncio.get_running_loop()
     rt.tasks = []
     if rt.options.leader_elect:
@@ -86,6 +106,12 @@ async def _startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -
         rt.elector = elector
         rt.tasks.append(loop.create_task(elector.run()))
     rt.engine = eng
+    if rt.metrics is not None:
+        rt.metrics.bind(eng, rt.elector)
+        if rt.metrics_server is None:
+            server = MetricsServer(rt.metrics, opts.metrics_bind, opts.metrics_port)
+            if await server.start():
+                rt.metrics_server = server
     rt.tasks += [loop.create_task(eng.run()), loop.create_task(Scaler(eng).run())]
     log.info("engine started as %s", eng.identity)
 
@@ -102,10 +128,14 @@ async def _cleanup(memo: kopf.Memo, **_: Any) -> None:
     if rt.elector is not None:
         await rt.elector.release_all()
         rt.elector = None
+    if rt.metrics_server is not None:
+        await rt.metrics_server.stop()
+        rt.metrics_server = None
 
 
 @kopf.on.event(GROUP, VERSION, "schedules")
 async def _schedule_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    _count(memo, "schedules")
     obj = event["object"]
     meta = obj["metadata"]
     if event["type"] == "DELETED":
@@ -116,6 +146,7 @@ async def _schedule_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> No
 
 @kopf.on.event(GROUP, VERSION, "handlers")
 async def _handler_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    _count(memo, "handlers")
     obj = event["object"]
     meta = obj["metadata"]
     if event["type"] == "DELETED":
@@ -127,4 +158,5 @@ async def _handler_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> Non
 @kopf.on.event("", "v1", "pods")
 async def _pod_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     """Ready pods of Deployment-backed handlers become dispatch endpoints."""
+    _count(memo, "pods")
     engine(memo).on_pod(event["type"] or "ADDED", dict(event["object"]))

@@ -1,4 +1,5 @@
-"""What the engine's parts share: the two ports, the clock, the timers, the writer."""
+"""What the engine's parts share: the two ports, the clock, the timers, the writer, the
+observer."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .clock import Clock
+from .observer import NullObserver, Observer
 from .ports import DispatcherPort, KubePort
 from .tasks import Tasks
 from .timers import TimerQueue
@@ -27,6 +29,7 @@ class Context:
     # and resumed knows it lost before it does anything.
     fence: Callable[[str, str], bool] = field(default=lambda namespace, name: True)
     tasks: Tasks = field(default_factory=Tasks)
+    observer: Observer = field(default_factory=NullObserver)  # metrics (observer.py)
     timers: TimerQueue = field(init=False)
     writer: StatusWriter = field(init=False)
 

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from ..dispatch import Endpoint, EndpointPool
 from .decisions import PRIORITY_RANK
 
+_PRIORITY_NAME = {rank: name for name, rank in PRIORITY_RANK.items()}
+
 
 class EndpointQueue:
     def __init__(self, on_change: Callable[[], None] = lambda: None) -> None:
@@ -27,6 +29,14 @@ class EndpointQueue:
     @property
     def queued(self) -> int:
         return sum(1 for _, _, f in self._waiters if not f.done())
+
+    def queued_by_priority(self) -> dict[str, int]:
+        """Runs waiting, per priority (every priority present, 0 when none wait)."""
+        counts = dict.fromkeys(PRIORITY_RANK, 0)
+        for rank, _, f in self._waiters:
+            if not f.done():
+                counts[_PRIORITY_NAME[rank]] += 1
+        return counts
 
     @property
     def in_flight(self) -> int:

@@ -6,7 +6,7 @@ first), ``schedules`` + ``firing`` + ``runs`` (per-Schedule state machine),
 its shape), ``writer`` (coalescing status writes), ``handlers`` + ``endpoints``
 + ``deployments`` (Handler registry, endpoint queues, pods of Deployments). The
 API server and the handlers are behind the two ports in ``ports``, so unit
-tests run all of it against fakes.
+tests run all of it against fakes; metrics go out through ``observer``.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from ..api.models import Scaling
 from .clock import Clock
 from .context import Context
 from .handlers import HandlerRegistry
+from .observer import NullObserver, Observer
 from .ports import DispatcherPort, KubePort
 from .runs import RunExecutor
 from .schedules import ScheduleRunner
@@ -55,13 +56,14 @@ class ScalingTarget:
 
 class Engine:
     def __init__(self, kube: KubePort, clock: Clock, dispatcher: DispatcherPort | None = None,
-                 identity: str | None = None, rng: random.Random | None = None) -> None:
+                 identity: str | None = None, rng: random.Random | None = None,
+                 observer: Observer | None = None) -> None:
         if dispatcher is None:
             from ..dispatch import Dispatcher
 
             dispatcher = Dispatcher()
         self.ctx = Context(kube, clock, dispatcher, identity or default_identity(),
-                           rng or random.Random())
+                           rng or random.Random(), observer=observer or NullObserver())
         self._demand = asyncio.Event()
         self.handlers = HandlerRegistry(self.ctx, on_change=self._handler_changed,
                                         on_demand=self._demand.set)
@@ -151,6 +153,7 @@ class Engine:
         runner = self.schedules.pop(key, None)
         if runner is not None:
             runner.delete()
+        self.ctx.observer.forget_schedule(*key)
 
     def upsert_handler(self, body: dict[str, Any]) -> None:
         self.handlers.upsert(body)

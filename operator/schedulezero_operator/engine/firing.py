@@ -230,6 +230,7 @@ class Firing:
 
     def _retrying(self) -> None:
         status.bump(self.s.record.counters, "retried")
+        self.ctx.observer.retried()
         self.changed()
 
     # -- recording ---------------------------------------------------------------------
@@ -246,6 +247,7 @@ class Firing:
                               result=result),
             successful_limit=spec.successful_runs_history_limit if spec else 5,
             failed_limit=spec.failed_runs_history_limit if spec else 5)
+        self.ctx.observer.finished(outcome.value)
         if outcome in (Outcome.FAILED, Outcome.TIMED_OUT):
             # Folded per interval into one Event with a count (not one per run).
             self.warn(f"Run{outcome.value}", f"run {run.run_id} {outcome.value.lower()} "
@@ -285,6 +287,7 @@ class Firing:
         extra = len(slots) - min(3, len(slots))
         if extra:
             status.bump(self.s.record.counters, "missed", extra)
+            self.ctx.observer.finished(Outcome.MISSED.value, extra)
         self.warn("MissedSlots", f"{len(slots)}{'+' if cut else ''} slot(s) missed "
                   "while no operator was running")
 

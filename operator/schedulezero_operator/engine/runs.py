@@ -62,9 +62,15 @@ class RunExecutor:
                 raise Fenced(run.run_id)
             run.current, run.endpoint = endpoint, str(endpoint)
             now = self.ctx.clock.now()
+            observer = self.ctx.observer
             if run.start is None:
                 run.start = now
+                if run.attempt == 1:  # not a run resumed from a previous operator
+                    observer.fired(namespace, name,
+                                   max(0.0, (now - run.fire_at).total_seconds()))
                 started()
+            loop = asyncio.get_running_loop()
+            sent = loop.time()
             try:
                 result = await self.ctx.dispatcher.execute(
                     endpoint, run_id=run.run_id, method=spec.method, params=spec.params,
@@ -74,6 +80,7 @@ class RunExecutor:
             finally:
                 handler.queue.release(endpoint)
                 run.current = None
+            observer.attempt(endpoint.protocol, loop.time() - sent)
             verdict = decisions.after_attempt(
                 ok=result.ok, retryable=result.retryable, error_type=result.error_type,
                 attempt=run.attempt, max_attempts=spec.retry.max_attempts)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -101,6 +102,9 @@ class StatusWriter:
         self._wake = asyncio.Event()
         self.writes = 0
         self.conflicts = 0
+        # per plural (schedules | handlers), read by the metrics when scraped
+        self.writes_by: Counter[str] = Counter()
+        self.conflicts_by: Counter[str] = Counter()
 
     def track(self, target: Target, stored: dict[str, Any] | None = None) -> None:
         """Keep ``target``'s status up to date; ``stored`` is its status as last seen."""
@@ -178,12 +182,14 @@ class StatusWriter:
                         status.merge_patch(doc, type(model)))
                 except Conflict:
                     self.conflicts += 1
+                    self.conflicts_by[t.plural] += 1
                     fresh = await self.kube.get(t.plural, t.namespace, t.name)
                     entry.stored = status.normalise(type(model), fresh.get("status"))
                     t.conflicted(fresh)
                     entry.dirty = True
                     continue
                 self.writes += 1
+                self.writes_by[t.plural] += 1
                 entry.stored = doc
                 entry.last_write_at = asyncio.get_running_loop().time()
                 t.written(model, rv)

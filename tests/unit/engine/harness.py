@@ -7,6 +7,7 @@ import random
 from typing import Any
 
 from schedulezero_operator.engine import Engine
+from schedulezero_operator.engine.observer import Observer
 
 from ...fakes import FakeDispatcher, FakeKube
 
@@ -15,11 +16,12 @@ class Operator:
     """One operator process: an Engine, its tasks, and the watch feeding it."""
 
     def __init__(self, kube: FakeKube, dispatcher: FakeDispatcher | None = None,
-                 identity: str = "op-a", seed: int = 7) -> None:
+                 identity: str = "op-a", seed: int = 7, observer: Observer | None = None
+                 ) -> None:
         self.kube = kube
         self.dispatcher = dispatcher if dispatcher is not None else FakeDispatcher()
         self.engine = Engine(kube, kube.clock, self.dispatcher, identity=identity,
-                             rng=random.Random(seed))
+                             rng=random.Random(seed), observer=observer)
         self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Operator:
