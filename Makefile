@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PYTHONPATH := $(CURDIR)/hack$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: help venv binaries cluster-up cluster-down run test lint unit e2e crds check-crds bench clean
+.PHONY: help venv binaries cluster-up cluster-down run test lint unit e2e crds check-crds bench bench-dispatch bench-timing bench-firing clean
 
 help:
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -47,8 +47,19 @@ test: $(STAMP) binaries lint ## everything: lint, unit, integration, e2e
 crds: $(STAMP) ## regenerate crds/ and the chart's crds/ from the models
 	$(PY) -m schedulezero_operator.api.crd
 
-bench: $(STAMP) ## dispatch benchmark (prints a table, writes bench/results/)
+bench: bench-dispatch bench-timing ## the benchmarks that need no cluster
+
+bench-dispatch: $(STAMP) ## dispatch round trips, SDK vs raw pyzmq (bench/results/dispatch.json)
 	$(PY) bench/dispatch.py
+
+bench-timing: $(STAMP) ## next-fire per second, every trigger kind (bench/results/timing.json)
+	$(PY) bench/timing.py
+
+bench-firing: $(STAMP) binaries ## 1,000 Schedules: interval, cron mix, same-second bursts
+	$(PY) bench/firing.py --schedules 1000 --period 2s --seconds 30
+	$(PY) bench/firing.py --schedules 1000 --mix cron --seconds 70
+	$(PY) bench/firing.py --schedules 100 --mix burst --seconds 65
+	$(PY) bench/firing.py --schedules 1000 --mix burst --seconds 65
 
 clean: cluster-down
 	rm -rf .localcluster
