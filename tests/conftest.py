@@ -14,9 +14,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis.configuration import set_hypothesis_home_dir
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "hack"))
+
+# Hypothesis keeps its example database and caches next to the control-plane cache,
+# never in the checkout (tests write nothing into the repository).
+set_hypothesis_home_dir(str(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+                            / "schedulezero" / "hypothesis"))
 
 
 @pytest.fixture(scope="session")

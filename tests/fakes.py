@@ -8,7 +8,8 @@
   pruning to the CRD schema), plus a watch that feeds the engine; it can inject
   conflicts, latency and failures, and counts writes.
 - ``FakeDispatcher``: scripted replies per call and per endpoint, latency,
-  timeouts, and a record of every call with its (virtual and real) time.
+  timeouts, endpoints that are down (no answer to describe, ping or jobs), and a
+  record of every call with its (virtual and real) time.
 """
 
 from __future__ import annotations
@@ -381,12 +382,15 @@ class FakeDispatcher:
     default: Reply = OK
     methods: list[str] = field(default_factory=lambda: ["heartbeat", "sleep", "fail"])
     script: dict[str, list[Reply]] = field(default_factory=dict)
-    down: set[str] = field(default_factory=set)  # endpoints that do not answer describe
+    # Endpoints that are gone: describe is refused, ping and jobs time out (as a REQ or
+    # DEALER socket waits for a peer that is not there).
+    down: set[str] = field(default_factory=set)
     calls: list[Call] = field(default_factory=list)
     cancelled: list[tuple[str, str]] = field(default_factory=list)
     forgotten: list[str] = field(default_factory=list)
     secrets: dict[str, bytes | None] = field(default_factory=dict)
     describes: int = 0
+    pings: list[tuple[float, str]] = field(default_factory=list)  # (loop time, endpoint)
     _gone: dict[str, asyncio.Event] = field(default_factory=dict)
 
     def on(self, endpoint: str, *replies: Reply) -> None:
@@ -409,6 +413,10 @@ class FakeDispatcher:
         self.calls.append(Call(asyncio.get_running_loop().time(), time.perf_counter(),
                                endpoint, run_id, attempt, method, params, schedule,
                                scheduled_time))
+        if str(endpoint) in self.down:
+            await asyncio.sleep(timeout)
+            return DispatchResult(False, endpoint, error_type="Timeout",
+                                  message=f"no reply within {timeout:g}s", retryable=True)
         reply = self._next(endpoint)
         gone = self._gone.setdefault(endpoint.key, asyncio.Event())
         if reply.delay:
@@ -433,6 +441,15 @@ class FakeDispatcher:
                                   message="refused", retryable=True)
         return DispatchResult(True, endpoint, result={
             "methods": [{"name": m} for m in self.methods]})
+
+    async def ping(self, endpoint: Endpoint, timeout: float = 2.0) -> DispatchResult:
+        self.pings.append((asyncio.get_running_loop().time(), str(endpoint)))
+        if str(endpoint) in self.down:
+            await asyncio.sleep(timeout)
+            return DispatchResult(False, endpoint, error_type="Timeout",
+                                  message=f"no reply to ping within {timeout:g}s",
+                                  retryable=True)
+        return DispatchResult(True, endpoint, result={"success": True, "message": "pong"})
 
     async def cancel(self, endpoint: Endpoint, run_id: str, timeout: float = 2.0) -> bool:
         self.cancelled.append((str(endpoint), run_id))

@@ -161,7 +161,8 @@ class HttpServer:
         length = self._content_length(request)
         if length is None and "transfer-encoding" not in request.headers:
             return request
-        if request.headers.get("expect", "").lower() == "100-continue":
+        if request.headers.get("expect", "").lower() == "100-continue" and \
+                request.version == "HTTP/1.1":  # RFC 9110 10.1.1: ignored from HTTP/1.0
             writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             await writer.drain()
         if length is not None:

@@ -3,7 +3,8 @@
 Watches all namespaces by default; ``-n NS`` (repeatable, kopf patterns allowed)
 restricts it. Uses the in-cluster config in a pod, else the current kubeconfig.
 Prometheus metrics are served at ``http://127.0.0.1:9090/metrics`` unless
-``--metrics-port 0``.
+``--metrics-port 0``. With ``--legacy-registry-port`` (e.g. 4242) it also answers
+ScheduleZero handlers' registration requests (register, ping, report_status).
 """
 
 from __future__ import annotations
@@ -42,6 +43,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--metrics-per-schedule", action="store_true",
                         help="label the fire-lateness histogram by Schedule "
                         "(namespace/name): one series set per Schedule")
+    parser.add_argument("--probe-interval", type=float,
+                        default=float(os.environ.get("SZ_PROBE_INTERVAL", "10")),
+                        help="seconds between probes of external Handler endpoints "
+                        "(describe; ping for zmq-legacy); default 10")
+    parser.add_argument("--legacy-registry-port", type=int,
+                        default=int(os.environ.get("SZ_LEGACY_REGISTRY_PORT", "0")),
+                        help="answer ScheduleZero handlers' registration requests "
+                        "(register, ping, report_status) on this port, as ScheduleZero's "
+                        "server did on 4242 (default 0 = off)")
+    parser.add_argument("--legacy-registry-bind",
+                        default=os.environ.get("SZ_LEGACY_REGISTRY_BIND", "0.0.0.0"),
+                        help="address the registration port listens on (default 0.0.0.0)")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
 
@@ -56,7 +69,10 @@ def main(argv: list[str] | None = None) -> None:
                                   buckets=max(1, args.buckets),
                                   metrics_port=max(0, args.metrics_port),
                                   metrics_bind=args.metrics_bind,
-                                  metrics_per_schedule=args.metrics_per_schedule)
+                                  metrics_per_schedule=args.metrics_per_schedule,
+                                  probe_interval=max(0.5, args.probe_interval),
+                                  legacy_registry_port=max(0, args.legacy_registry_port),
+                                  legacy_registry_bind=args.legacy_registry_bind)
 
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.PLAIN)
     if not args.verbose:

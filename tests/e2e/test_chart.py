@@ -115,6 +115,21 @@ def test_chart_metrics_service_annotations_servicemonitor_and_dashboard(
     assert not pod["metadata"].get("annotations")
 
 
+def test_chart_legacy_registry_port(kubeconfig: str) -> None:
+    docs = kinds(render())
+    container = docs["Deployment"][0]["spec"]["template"]["spec"]["containers"][0]
+    assert not [a for a in container["args"] if a.startswith("--legacy-registry")], \
+        "off by default"
+    docs = kinds(render("legacyRegistry.enabled=true"))
+    container = docs["Deployment"][0]["spec"]["template"]["spec"]["containers"][0]
+    assert {"--legacy-registry-port=4242", "--legacy-registry-bind=$(POD_IP)"} <= \
+        set(container["args"])
+    assert {"name": "registry", "containerPort": 4242} in container["ports"]
+    svc = next(s for s in docs["Service"] if s["metadata"]["name"].endswith("-registry"))
+    assert svc["spec"]["ports"] == [{"name": "registry", "port": 4242,
+                                     "targetPort": "registry", "protocol": "TCP"}]
+
+
 def test_chart_operator_fires_with_least_privilege(
         chart_release: str, kubeconfig: str, api: client.ApiClient, namespace: str,
         tmp_path: Path) -> None:

@@ -196,9 +196,11 @@ def parse_http_responses(data: bytes) -> list[tuple[int, dict[str, str], bytes]]
         for line in lines[1:]:
             k, _, v = line.partition(":")
             headers[k.strip().lower()] = v.strip()
+        if int(status) == 100:  # an interim response: no body
+            data = rest
+            continue
         length = int(headers["content-length"])
         body, data = rest[:length], rest[length:]
         assert len(body) == length, "truncated response body"
-        if int(status) != 100:
-            responses.append((int(status), headers, body))
+        responses.append((int(status), headers, body))
     return responses

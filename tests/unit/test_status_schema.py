@@ -16,6 +16,7 @@ from schedulezero_operator.api.models import (
     Condition,
     Counters,
     HandlerStatus,
+    RegisteredHandler,
     RunRecord,
     ScheduleStatus,
 )
@@ -70,11 +71,15 @@ def test_a_full_handler_status_survives_the_api_server_unchanged() -> None:
     view = SimpleNamespace(
         invalid=None, source="template", known_endpoints=["a", "b"], methods=["m"],
         deployment="d", desired=3, replicas=2, pod_count=2, workload_error=None,
-        last_scale_time=NOW, ready=["pod-1"], in_flight=4, queued=5)
+        last_scale_time=NOW, ready=["pod-1"], in_flight=4, queued=5, down={},
+        probe_verb="ping", registered=[RegisteredHandler(
+            endpoint="10.0.0.1:4244", handler_id="ding-aling", methods=["ping", "chime"],
+            registered_time=T, last_heartbeat=T, status="offline")])
     model = status.handler_status(view, now=NOW, previous=None)  # type: ignore[arg-type]
     model.observed_generation = 2
     doc = status.document(model)
     every_field_set(doc, HandlerStatus)
+    every_field_set(doc["registered"][0], RegisteredHandler)
     schema = status_schema("handlers")
     assert violations(doc, schema) == []
     assert prune(doc, schema) == doc

@@ -321,12 +321,30 @@ class HandlerSpec(_Model):
     scaling: Scaling | None = None
 
 
+class RegisteredHandler(_Model):
+    """A ScheduleZero handler that registered with the operator's registration port."""
+
+    endpoint: str = Field(..., description="The address it registered, as host:port.")
+    handler_id: str = Field(..., description="The handler_id it registered under.")
+    methods: list[str] = Field(default_factory=list, description="The methods it registered.")
+    registered_time: str | None = Field(None, description="Its last register request.")
+    last_heartbeat: str | None = Field(None, description="Its last request of any kind "
+                                       "(register, ping, report_status); written at most "
+                                       "once a minute.")
+    status: str = Field("online", description="online after register, else what it last "
+                        "reported with report_status (offline on shutdown).")
+
+
 class HandlerStatus(_Model):
     conditions: list[Condition] = Field(default_factory=list)
     observed_generation: int | None = None
     ready_endpoints: list[str] = Field(default_factory=list)
     ready: str = Field("0/0", description="Ready endpoints / known endpoints.")
-    methods: list[str] = Field(default_factory=list, description="Discovered via describe.")
+    methods: list[str] = Field(default_factory=list, description="Discovered via describe "
+                               "(zmq, http) or registration (zmq-legacy).")
+    registered: list[RegisteredHandler] | None = Field(
+        None, description="ScheduleZero handlers at these endpoints that "
+        "registered with the operator (--legacy-registry-port).")
     in_flight: int = 0
     queued: int = 0
     replicas: int | None = None

@@ -20,6 +20,7 @@ from typing import Any
 import kopf
 
 from ..api.models import GROUP, VERSION
+from ..dispatch.registration import RegistrationServer
 from ..engine import Engine, SystemClock
 from ..scaling.scaler import Scaler
 from . import safe_decode
@@ -38,6 +39,9 @@ class Options:
     metrics_port: int = 9090  # 0: no /metrics
     metrics_bind: str = "127.0.0.1"
     metrics_per_schedule: bool = False  # a `schedule` label on the lateness histogram
+    probe_interval: float = 10.0  # seconds between probes of external endpoints
+    legacy_registry_port: int = 0  # 0: no ScheduleZero registration server
+    legacy_registry_bind: str = "0.0.0.0"
 
 
 @dataclass
@@ -50,6 +54,7 @@ class Runtime:
     elector: Any = None
     metrics: Metrics | None = None  # None: metrics off (or not started yet)
     metrics_server: MetricsServer | None = None
+    registry_server: RegistrationServer | None = None
 
 
 def runtime(memo: Any) -> Runtime:
@@ -89,7 +94,7 @@ async def _startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -
         prometheus_client.disable_created_metrics()
         rt.metrics = Metrics(per_schedule=opts.metrics_per_schedule, process=True)
     kube = Kube()
-    eng = Engine(kube, SystemClock(), observer=rt.metrics)
+    eng = Engine(kube, SystemClock(), observer=rt.metrics, probe_every=opts.probe_interval)
     loop = asyncio.get_running_loop()
     rt.tasks = []
     if rt.options.leader_elect:
@@ -112,6 +117,11 @@ async def _startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -
             server = MetricsServer(rt.metrics, opts.metrics_bind, opts.metrics_port)
             if await server.start():
                 rt.metrics_server = server
+    if opts.legacy_registry_port:
+        registry = RegistrationServer(eng.registrations, opts.legacy_registry_bind,
+                                      opts.legacy_registry_port)
+        if registry.start():
+            rt.registry_server = registry
     rt.tasks += [loop.create_task(eng.run()), loop.create_task(Scaler(eng).run())]
     log.info("engine started as %s", eng.identity)
 
@@ -120,6 +130,9 @@ async def _startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -
 async def _cleanup(memo: kopf.Memo, **_: Any) -> None:
     rt = runtime(memo)
     eng, rt.engine = rt.engine, None
+    if rt.registry_server is not None:
+        await rt.registry_server.stop()
+        rt.registry_server = None
     for task in rt.tasks:
         task.cancel()
     rt.tasks = []

@@ -301,7 +301,13 @@ class LegacyZmqClient:
             self._sock.connect(f"tcp://{self.endpoint.address}")
         return self._sock
 
-    async def request(self, method: str, params: dict[str, Any], timeout: float) -> list[bytes]:
+    @property
+    def busy(self) -> bool:
+        """A request is waiting for its reply (the handler is serving it, or is gone)."""
+        return self._lock.locked()
+
+    async def request(self, method: str, params: dict[str, Any], timeout: float
+                      ) -> list[bytes]:
         """Send one request; the reply's raw frames (decoding is the caller's)."""
         body = _encode_request({"method": method, "params": params})
         async with self._lock:
@@ -436,7 +442,7 @@ class Dispatcher:
         try:
             if endpoint.protocol == "zmq-legacy":
                 frames = await self._legacy_client(endpoint).request(method, params, timeout)
-                return _from_legacy(endpoint, frames, started, self.max_reply_bytes)
+                return _from_legacy(endpoint, frames, started, self.max_reply_bytes, method)
             reply = await self._call(endpoint, "POST", "/v1/execute", request, timeout)
             return DispatchResult.from_reply(endpoint, reply, run_id, started)
         except TimeoutError:
@@ -478,6 +484,42 @@ class Dispatcher:
             return DispatchResult.failure(endpoint, p.ErrorType.PROTOCOL,
                                           f"malformed describe result: {problem}", started)
         return result
+
+    async def ping(self, endpoint: Endpoint, timeout: float = 2.0) -> DispatchResult:
+        """Is a ScheduleZero (REQ/REP) handler there? ``{"method": "ping"}``, which it answers.
+
+        Any well-formed ScheduleZero reply counts (a handler without ``ping`` still
+        answered); no reply within ``timeout`` is ``Timeout``, a reply that is not
+        ScheduleZero's shape ``ProtocolError``. A REP socket serves one request at a
+        time: while a job is in flight on the endpoint, the ping is not queued
+        behind it (it would only measure the job) and the result is ok with
+        ``result == "busy"``. Other protocols are asked ``describe``.
+        """
+        if endpoint.protocol != "zmq-legacy":
+            return await self.describe(endpoint, timeout)
+        started = time.monotonic()
+        if self._closed:
+            return DispatchResult.failure(endpoint, p.ErrorType.CONNECTION,
+                                          "dispatcher is closed", started)
+        client = self._legacy_client(endpoint)
+        if client.busy:
+            return DispatchResult(True, endpoint, result="busy")
+        try:
+            frames = await client.request("ping", {}, timeout)
+            if len(frames) != 1:
+                raise p.ProtocolError(p.ErrorType.PROTOCOL,
+                                      f"malformed reply: {len(frames)} frames, expected 1")
+            reply = p.check_legacy_reply(_loads_reply(frames[0], self.max_reply_bytes))
+        except TimeoutError:
+            return DispatchResult.failure(endpoint, p.ErrorType.TIMEOUT,
+                                          f"no reply to ping within {timeout:g}s", started)
+        except p.ProtocolError as e:
+            return DispatchResult.failure(endpoint, e.error_type, str(e), started)
+        except (OSError, zmq.ZMQError) as e:
+            return DispatchResult.failure(endpoint, p.ErrorType.CONNECTION,
+                                          str(e) or type(e).__name__, started)
+        return DispatchResult(True, endpoint, result=reply,
+                              duration_ms=(time.monotonic() - started) * 1000)
 
     async def cancel(self, endpoint: Endpoint, run_id: str, timeout: float = 2.0) -> bool:
         """Best effort: True only if the handler answered ``{"cancelled": true}``; never raises."""
@@ -557,7 +599,7 @@ def _describe_problem(result: Any) -> str | None:
 
 
 def _from_legacy(endpoint: Endpoint, frames: list[bytes], started: float,
-                 max_bytes: int) -> DispatchResult:
+                 max_bytes: int, method: str = "") -> DispatchResult:
     try:
         if len(frames) != 1:
             raise p.ProtocolError(p.ErrorType.PROTOCOL,
@@ -571,7 +613,58 @@ def _from_legacy(endpoint: Endpoint, frames: list[bytes], started: float,
             k: v for k, v in reply.items() if k != "success"}
         return DispatchResult(True, endpoint, result=result, duration_ms=duration)
     error = reply.get("error", "")
-    # ScheduleZero retried every error; keep that meaning for legacy handlers.
-    return DispatchResult(False, endpoint, error_type=p.ErrorType.HANDLER_ERROR,
-                          message=error if isinstance(error, str) else p.encode(error).decode(),
-                          retryable=True, duration_ms=duration)
+    message = error if isinstance(error, str) else p.encode(error).decode()
+    error_type = legacy_error_type(method, message)
+    return DispatchResult(False, endpoint, error_type=error_type, message=message,
+                          retryable=error_type == p.ErrorType.HANDLER_ERROR,
+                          duration_ms=duration)
+
+
+def legacy_error_type(method: str, error: str) -> str:
+    """How a ScheduleZero ``{"success": false, "error": ...}`` reply is classified.
+
+    ScheduleZero retried every error; the operator still does, except for the
+    errors that say the call itself cannot work, so a retry would only repeat it
+    (and whatever the handler did before failing):
+
+    - ``UnknownMethod``: ``"Unknown method: <method>"``, ScheduleZero's reply for a
+      method the handler does not have (the handler SDK adds `` (available: ...)``);
+    - ``InvalidParams``: Python's own ``TypeError`` for a call of ``<method>`` that
+      does not fit its signature (ScheduleZero calls ``method(params)``, so a
+      method taking other arguments fails so), e.g. ``"Handler.write() missing 1
+      required positional argument: 'path'"``, and the handler SDK's InvalidParams
+      messages (``"<method>() is missing required parameter(s) ..."``).
+
+    Everything else (an exception in the method: ``str(e)``) stays a retryable
+    ``HandlerError``.
+    """
+    if not method:
+        return p.ErrorType.HANDLER_ERROR
+    if error == f"Unknown method: {method}" or error.startswith(f"Unknown method: {method} ("):
+        return p.ErrorType.UNKNOWN_METHOD
+    if _signature_error(method).match(error):
+        return p.ErrorType.INVALID_PARAMS
+    return p.ErrorType.HANDLER_ERROR
+
+
+_SIGNATURE_ERRORS: dict[str, re.Pattern[str]] = {}
+
+
+def _signature_error(method: str) -> re.Pattern[str]:
+    pattern = _SIGNATURE_ERRORS.get(method)
+    if pattern is None:
+        if len(_SIGNATURE_ERRORS) > 1024:
+            _SIGNATURE_ERRORS.clear()
+        name = re.escape(method)
+        pattern = _SIGNATURE_ERRORS[method] = re.compile(
+            # Python's TypeError for the call (qualified name: Class.method()):
+            rf"^(?:[\w<>]+\.)*{name}\(\) (?:"
+            r"missing \d+ required (?:positional|keyword-only) arguments?: "
+            r"|takes (?:\d+|from \d+ to \d+) positional arguments? but \d+ (?:was|were) given"
+            r"|got an unexpected keyword argument "
+            r"|got multiple values for argument "
+            # the handler SDK's InvalidParams, in the legacy shape:
+            r"|is missing required parameter\(s\) "
+            r"|got unexpected parameter\(s\) )"
+            rf"|^{name}\(\): parameter '")
+    return pattern

@@ -24,7 +24,7 @@ from typing import Any
 from ..api.models import Scaling
 from .clock import Clock
 from .context import Context
-from .handlers import HandlerRegistry
+from .handlers import PROBE_EVERY, HandlerRegistry
 from .observer import NullObserver, Observer
 from .ports import DispatcherPort, KubePort
 from .runs import RunExecutor
@@ -57,7 +57,7 @@ class ScalingTarget:
 class Engine:
     def __init__(self, kube: KubePort, clock: Clock, dispatcher: DispatcherPort | None = None,
                  identity: str | None = None, rng: random.Random | None = None,
-                 observer: Observer | None = None) -> None:
+                 observer: Observer | None = None, probe_every: float = PROBE_EVERY) -> None:
         if dispatcher is None:
             from ..dispatch import Dispatcher
 
@@ -67,6 +67,9 @@ class Engine:
         self._demand = asyncio.Event()
         self.handlers = HandlerRegistry(self.ctx, on_change=self._handler_changed,
                                         on_demand=self._demand.set)
+        # ScheduleZero registrations (served by controllers when --legacy-registry-port)
+        self.registrations = self.handlers.registrations
+        self.probe_every = probe_every
         self._executor = RunExecutor(self.ctx, self.handlers)
         self.schedules: dict[tuple[str, str], ScheduleRunner] = {}
         # The newest body of every Schedule seen, owned or not: a replica that gains a
@@ -87,7 +90,7 @@ class Engine:
         """The engine's own tasks: timers, the status writer, endpoint probes."""
         tasks = self.ctx.tasks
         self._loops = [tasks.spawn(self.ctx.timers.run()), tasks.spawn(self.ctx.writer.run()),
-                       tasks.spawn(self.handlers.probe_forever())]
+                       tasks.spawn(self.handlers.probe_forever(self.probe_every))]
         await asyncio.Event().wait()
 
     async def close(self) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from ..api.models import HandlerSpec, HandlerStatus
+from ..api.models import HandlerSpec, HandlerStatus, RegisteredHandler
 from ..dispatch import Endpoint
 from . import status
 from .endpoints import EndpointQueue
@@ -30,6 +30,13 @@ class HandlerState:
     known_endpoints: list[Endpoint] = field(default_factory=list)
     secret: bytes | None = None
     source: str = "endpoints"  # endpoints | template | deploymentRef
+    # External endpoints out of the Ready set: host:port -> why (the probe's answer)
+    down: dict[str, str] = field(default_factory=dict)
+    probing: bool = False  # a probe of the endpoints is running
+    probe_again: bool = False  # ... and another was asked for meanwhile
+    # ScheduleZero handlers registered at its endpoints (set by the registry)
+    registrations: Callable[[], list[RegisteredHandler]] = field(default=lambda: [],
+                                                                 repr=False)
     # Deployment-backed handlers
     deployment: str | None = None
     selector: dict[str, Any] | None = None
@@ -46,6 +53,19 @@ class HandlerState:
     @property
     def ready(self) -> list[str]:
         return [str(e) for e in self.queue.ready]  # pod name, else host:port ([v6]:port)
+
+    @property
+    def protocol(self) -> str:
+        return self.spec.protocol if self.spec is not None else "zmq"
+
+    @property
+    def probe_verb(self) -> str:
+        """What external endpoints are asked to be Ready."""
+        return "ping" if self.protocol == "zmq-legacy" else "describe"
+
+    @property
+    def registered(self) -> list[RegisteredHandler]:
+        return self.registrations()
 
     @property
     def in_flight(self) -> int:

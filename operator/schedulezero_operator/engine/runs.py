@@ -3,6 +3,11 @@
 No status here: the caller learns about progress through two callbacks (first
 dispatch, each retry) and gets a ``Finished``; recording it is its business.
 Cancellation (Replace, deletion, shutdown) propagates to the caller as usual.
+
+A method outside the Handler's ``methods`` allow-list is never sent, whatever the
+protocol: the run fails at once, without an attempt and without a retry. An
+attempt on an external endpoint that timed out or lost its connection has the
+endpoint probed at once (``HandlerRegistry.suspect``).
 """
 
 from __future__ import annotations
@@ -18,13 +23,15 @@ from ..api.models import ScheduleSpec
 from ..timing import backoff_delay, parse_duration
 from . import decisions
 from .context import Context
+from .handler import HandlerState
 from .handlers import HandlerRegistry
 from .schedule import Run
-from .status import Outcome
+from .status import Outcome, reasons_text
 from .times import iso, later
 
 log = logging.getLogger("schedulezero.runs")
 NO_ENDPOINT_WAIT = 300.0  # seconds a run waits for a Ready endpoint without a deadline
+SUSPECT_ERRORS = frozenset({"Timeout", "ConnectionError"})
 
 
 @dataclass(frozen=True)
@@ -51,15 +58,24 @@ class RunExecutor:
         handler = self.handlers.ensure(namespace, spec.handler)
         wait = float(spec.starting_deadline_seconds or NO_ENDPOINT_WAIT)
         while True:
+            refused = not_allowed(handler, spec.method)
+            if refused:
+                run.attempt -= 1  # this one is not sent: attempts made so far
+                return Finished(Outcome.FAILED, refused)
             endpoint = await handler.queue.acquire(spec.priority, wait, avoid=run.endpoint)
             if endpoint is None:
+                why = f" ({reasons_text(handler.down)})" if handler.down else ""
                 return Finished(Outcome.MISSED, (
-                    f"no Ready endpoint of handler {spec.handler} within {wait:g}s"
+                    f"no Ready endpoint of handler {spec.handler} within {wait:g}s{why}"
                     if self.handlers.exists(namespace, spec.handler)
                     else f"handler {spec.handler} not found in {namespace}"))
             if not self.ctx.fence(namespace, name):
                 handler.queue.release(endpoint)
                 raise Fenced(run.run_id)
+            refused = not_allowed(handler, spec.method)  # the Handler changed meanwhile
+            if refused:
+                handler.queue.release(endpoint)
+                continue
             run.current, run.endpoint = endpoint, str(endpoint)
             now = self.ctx.clock.now()
             observer = self.ctx.observer
@@ -77,6 +93,11 @@ class RunExecutor:
                     timeout=spec.timeout_seconds, schedule=ref, scheduled_time=iso(run.slot),
                     attempt=run.attempt,
                     deadline=iso(later(now, dt.timedelta(seconds=spec.timeout_seconds))))
+                if not result.ok and result.error_type in SUSPECT_ERRORS:
+                    # Before the slot is released: no waiting run gets this endpoint first.
+                    self.handlers.suspect(namespace, spec.handler, endpoint,
+                                          f"last job attempt: {result.error_type}: "
+                                          f"{result.message}")
             finally:
                 handler.queue.release(endpoint)
                 run.current = None
@@ -103,3 +124,12 @@ class RunExecutor:
                              maximum=parse_duration(backoff.max),
                              multiplier=backoff.multiplier, jitter=spec.retry.jitter,
                              random_fraction=self.ctx.rng.random())
+
+
+def not_allowed(handler: HandlerState, method: str) -> str | None:
+    """Why ``method`` may not be sent to the Handler (its ``methods`` allow-list), or None."""
+    spec = handler.spec
+    if spec is None or spec.methods is None or method in spec.methods:
+        return None
+    return (f"method {method!r} is not in Handler {handler.name}'s allow-list "
+            f"(spec.methods: {', '.join(spec.methods)}); not sent")

@@ -122,7 +122,8 @@ class ScheduleRunner:
         elif h.spec is not None and h.spec.methods is not None and \
                 spec.method not in h.spec.methods:
             msg = (f"method {spec.method!r} is not in Handler {spec.handler}'s allow-list "
-                   f"({', '.join(h.spec.methods)})")
+                   f"({', '.join(h.spec.methods)}): runs are recorded Failed without being "
+                   "sent; fix spec.method or the Handler's spec.methods")
             s.set_condition("HandlerReady", False, "UnknownMethod", msg, now)
             self.warn("UnknownMethod", msg)
         elif h.methods and spec.method not in h.methods:
@@ -131,7 +132,8 @@ class ScheduleRunner:
             s.set_condition("HandlerReady", False, "UnknownMethod", msg, now)
             self.warn("UnknownMethod", msg)
         elif not h.queue.ready:
-            msg = (f"handler {spec.handler} has no Ready endpoint; runs wait up to "
+            why = f" ({status.reasons_text(h.down)})" if h.down else ""
+            msg = (f"handler {spec.handler} has no Ready endpoint{why}; runs wait up to "
                    f"{spec.starting_deadline_seconds or NO_ENDPOINT_WAIT:g}s for one")
             s.set_condition("HandlerReady", False, "NoReadyEndpoint", msg, now)
             self.warn("NoReadyEndpoint", msg, every=120)

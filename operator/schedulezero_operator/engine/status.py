@@ -25,6 +25,7 @@ from ..api.models import (
     Condition,
     Counters,
     HandlerStatus,
+    RegisteredHandler,
     RunRecord,
     ScheduleStatus,
 )
@@ -196,6 +197,13 @@ class HandlerView(Protocol):
     pod_count: int
     workload_error: str | None
     last_scale_time: dt.datetime | None
+    down: dict[str, str]  # external endpoints not Ready: host:port -> why
+
+    @property
+    def probe_verb(self) -> str: ...
+
+    @property
+    def registered(self) -> list[RegisteredHandler]: ...
 
     @property
     def ready(self) -> list[str]: ...
@@ -205,6 +213,15 @@ class HandlerView(Protocol):
 
     @property
     def queued(self) -> int: ...
+
+
+def reasons_text(reasons: dict[str, str], limit: int = 5) -> str:
+    """``host:port: why; ...`` for the first ``limit`` endpoints, and how many more."""
+    items = sorted(reasons.items())
+    text = "; ".join(f"{a}: {why}" for a, why in items[:limit])
+    if len(items) > limit:
+        text += f"; and {len(items) - limit} more"
+    return text[:MESSAGE_LIMIT]
 
 
 def handler_status(h: HandlerView, *, now: dt.datetime,
@@ -219,24 +236,29 @@ def handler_status(h: HandlerView, *, now: dt.datetime,
                          last_transition_time=prev.last_transition_time
                          if prev is not None and prev.status == status else iso(now))
 
+    registered = h.registered or None  # left out of status when there are none
     if h.invalid is not None:
         return HandlerStatus(
             conditions=[cond("Available", False, "InvalidHandler", h.invalid),
                         cond("Degraded", True, "InvalidHandler", h.invalid)],
-            ready="0/0", queued=h.queued)
+            ready="0/0", queued=h.queued, registered=registered)
     ready, known = h.ready, len(h.known_endpoints)
     available = bool(ready)
     if h.source == "endpoints":
-        down = known - len(ready)
+        verb = h.probe_verb
+        down = {e.address: h.down.get(e.address, "not probed yet")
+                for e in h.known_endpoints if str(e) not in ready}
+        answer = f"{len(ready)}/{known} endpoint(s) answer {verb}"
         return HandlerStatus(
             conditions=[
                 cond("Available", available, "EndpointsReady" if available else "NoEndpoints",
-                     f"{len(ready)}/{known} endpoint(s) answer describe"),
-                cond("Degraded", down > 0, "EndpointsDown" if down > 0 else "AllReady",
-                     f"{down} endpoint(s) not answering"),
+                     answer if available else f"{answer}: {reasons_text(down)}"),
+                cond("Degraded", bool(down), "EndpointsDown" if down else "AllReady",
+                     f"{len(down)} endpoint(s) not answering {verb}: {reasons_text(down)}"
+                     if down else f"every endpoint answers {verb}"),
             ],
             ready_endpoints=ready, ready=f"{len(ready)}/{known}", methods=h.methods,
-            in_flight=h.in_flight, queued=h.queued)
+            in_flight=h.in_flight, queued=h.queued, registered=registered)
     desired = h.desired if h.desired is not None else h.replicas
     progressing = desired is not None and len(ready) != desired
     return HandlerStatus(
@@ -254,4 +276,4 @@ def handler_status(h: HandlerView, *, now: dt.datetime,
         ready=f"{len(ready)}/{desired if desired is not None else h.pod_count}",
         methods=h.methods, in_flight=h.in_flight, queued=h.queued, replicas=h.pod_count,
         ready_replicas=len(ready), desired_replicas=desired,
-        last_scale_time=iso_or_none(h.last_scale_time))
+        last_scale_time=iso_or_none(h.last_scale_time), registered=registered)

@@ -154,7 +154,8 @@ async def test_no_ready_endpoint_then_the_run_is_missed_after_the_deadline() -> 
     assert cond["reason"] == "NoReadyEndpoint" and "wait up to 2s" in cond["message"]
     run = kube.status("s")["recentRuns"][0]
     assert run["outcome"] == "Missed"
-    assert run["message"] == "no Ready endpoint of handler h within 2s"
+    assert run["message"] == ("no Ready endpoint of handler h within 2s "
+                              "(10.0.0.1:4244: ConnectionError: refused)")
     assert warned(kube, "s", "RunMissed")
     hs = kube.status("h", "handlers")
     assert {c["type"]: c["reason"] for c in hs["conditions"]}["Available"] == "NoEndpoints"

@@ -83,10 +83,9 @@ async def test_same_instant_burst_dispatches_before_any_next_slot_math(
     assert "next_fire" in log, "the next slots were computed (afterwards)"
     assert max(dispatches) < log.index("next_fire")
     calls = op.dispatcher.calls
-    assert {c.at for c in calls} == {10.0}
-    spread_ms = (calls[-1].real - calls[0].real) * 1000
-    # ~5 ms on a quiet machine; the bound leaves room for a loaded CI runner.
-    assert spread_ms < 50, f"{n} dispatches took {spread_ms:.1f} ms (real time)"
+    assert {c.at for c in calls} == {10.0}, "all dispatched at the slot's (virtual) instant"
+    # How fast in real time is a benchmark's question (bench/firing.py --mix burst),
+    # not a unit test's: no wall-clock bound here.
 
 
 @virtual_time
