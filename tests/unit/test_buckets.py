@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from kubernetes.client.rest import ApiException
-from schedulezero_operator.controllers.buckets import BucketElector, bucket_of, fair_share
+from schedulezero_operator.controllers.buckets import BucketElector, bucket_of, target_share
 
 
 class FakeCoord:
@@ -80,14 +80,19 @@ def holders(coord: FakeCoord) -> dict[str, str | None]:
             if "-bucket-" in n}
 
 
-@pytest.mark.parametrize(("members", "buckets", "shares"), [
-    (["a"], 4, [4]), (["a", "b"], 4, [2, 2]), (["a", "b", "c"], 4, [2, 1, 1]),
-    (["a", "b", "c"], 2, [1, 1, 0]), (["b", "a"], 1, [1, 0]),
+@pytest.mark.parametrize(("members", "held", "buckets", "shares"), [
+    (["a"], {}, 4, {"a": 4}),
+    (["a", "b"], {"a": 4}, 4, {"a": 2, "b": 2}),  # b joined: a gives two back
+    (["a", "b", "c"], {"a": 2, "b": 2}, 4, {"a": 2, "b": 1, "c": 1}),  # c joined
+    (["a", "b", "c"], {"a": 2, "b": 1}, 4, {"a": 2, "b": 1, "c": 1}),
+    (["a", "b", "c"], {}, 4, {"a": 2, "b": 2, "c": 2}),  # all race for the extra; the
+    # Lease preconditions decide, and the losers' next step sees the counts
+    (["a", "b"], {"b": 1}, 1, {"a": 0, "b": 1}),  # the leader stays the leader
+    (["a", "b"], {}, 1, {"a": 1, "b": 1}),  # nobody leads: both try, one Lease wins
 ])
-def test_fair_share_adds_up_and_is_stable(members: list[str], buckets: int,
-                                          shares: list[int]) -> None:
-    got = [fair_share(m, members, buckets) for m in sorted(members)]
-    assert got == shares and sum(got) == buckets
+def test_target_share_is_sticky(members: list[str], held: dict[str, int], buckets: int,
+                                shares: dict[str, int]) -> None:
+    assert {m: target_share(m, members, held, buckets) for m in members} == shares
 
 
 def test_bucket_of_is_stable_and_spread() -> None:
@@ -147,3 +152,20 @@ async def test_release_all_gives_back_only_what_we_hold() -> None:
     await b.step()  # b takes both after a's Leases expired
     await a.release_all()  # the deposed a shuts down
     assert holders(coord) == {"sz-bucket-0": "b", "sz-bucket-1": "b"}
+
+
+async def test_a_resumed_former_leader_does_not_take_leadership_back() -> None:
+    coord, mono_a, mono_b = FakeCoord(), Mono(), Mono()
+    a, b = make(coord, "a", mono_a, buckets=1), make(coord, "b", mono_b, buckets=1)
+    await a.step()
+    await b.step()
+    assert a.held == {0} and b.held == set()
+    coord.expire("a")  # a frozen (SIGSTOP) past its lease
+    mono_a.t += 30
+    assert await b.step() == {0}
+    assert a.held == set(), "fenced on waking, before any API call"
+    for _ in range(3):  # a is back, and so is its member Lease
+        await a.step()
+        await b.step()
+    assert a.held == set() and b.held == {0}
+    assert holders(coord) == {"sz-bucket-0": "b"}

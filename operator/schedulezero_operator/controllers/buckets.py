@@ -8,11 +8,13 @@ Schedules of the buckets it holds.
 
 How replicas share: each replica also keeps a *member* Lease
 (``<prefix>-member-<identity>``) renewed like the buckets; the live members are
-the unexpired member Leases. A replica aims at its fair share — ``B // members``,
-plus one for the first ``B % members`` members in identity order — takes free or
-expired buckets up to it, and gives back buckets above it (a peer joined), so
-buckets move only when membership changes. With ``B = 1`` this is plain leader
-election.
+the unexpired member Leases. With ``base, extra = divmod(B, members)`` a replica
+gives back buckets above ``base + 1`` (or above ``base`` when ``extra`` is 0: a peer
+joined), and takes free or expired buckets up to ``base``, or ``base + 1`` while
+fewer than ``extra`` peers already hold that many (:func:`target_share`). Shares are
+sticky — a holder keeps what is within its share — so buckets move only when
+membership changes, never back and forth (with ``B = 1`` the leader stays the leader
+when a frozen former leader comes back). With ``B = 1`` this is plain leader election.
 
 Safety does not rest on this: a bucket's Lease can be briefly held by two replicas'
 beliefs (a frozen holder), so each bucket is *fenced* by a monotonic deadline
@@ -42,11 +44,20 @@ def bucket_of(namespace: str, name: str, buckets: int) -> int:
     return zlib.crc32(f"{namespace}/{name}".encode()) % buckets
 
 
-def fair_share(identity: str, members: list[str], buckets: int) -> int:
-    """How many buckets ``identity`` should hold given the live ``members``."""
-    ordered = sorted(set(members) | {identity})
-    base, extra = divmod(buckets, len(ordered))
-    return base + (1 if ordered.index(identity) < extra else 0)
+def target_share(identity: str, members: list[str], held: dict[str, int],
+                 buckets: int) -> int:
+    """How many buckets ``identity`` should hold, given the live ``members`` and how
+    many each holds now (``held``): sticky, so whoever already holds ``base + 1`` keeps it."""
+    n = len(set(members) | {identity})
+    base, extra = divmod(buckets, n)
+    if not extra:
+        return base
+    topped = sorted(m for m, count in held.items() if m != identity and m in members
+                    and count >= base + 1)
+    if held.get(identity, 0) >= base + 1:
+        # Keep the extra one unless `extra` peers ahead of us (identity order) keep theirs.
+        return base + 1 if sum(1 for m in topped if m < identity) < extra else base
+    return base + 1 if len(topped) < extra else base
 
 
 def _now() -> dt.datetime:
@@ -102,8 +113,12 @@ class BucketElector:
         sent = self._monotonic()
         await self._upsert(self.member_lease, sent, take_expired=True)
         members = await self._members()
-        share = fair_share(self.identity, members, self.buckets)
         leases = await self._bucket_leases()
+        counts: dict[str, int] = {}
+        for b in range(self.buckets):
+            if (who := self._holder(leases.get(b))) is not None:
+                counts[who] = counts.get(who, 0) + 1
+        share = target_share(self.identity, members, counts, self.buckets)
         mine = [b for b in range(self.buckets) if self._holder(leases.get(b)) == self.identity]
         for b in mine[share:][::-1]:  # give back the highest buckets above our share
             await self._release(b)
