@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import signal
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 from kubernetes import client
+from schedulezero_testcluster.cluster import free_port
 
 from .conftest import FIGURES, Objects
 from .kube import wait_for
@@ -32,16 +34,28 @@ def holder(coord: client.CoordinationV1Api, namespace: str) -> str | None:
     return lease.spec.holder_identity
 
 
+def runs_started(port: int) -> float:
+    """The process's own count of first attempts dispatched (its lateness histogram)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        for line in resp.read().decode().splitlines():
+            if line.startswith("schedulezero_fire_lateness_seconds_count"):
+                return float(line.rsplit(" ", 1)[1])
+    raise AssertionError("no lateness histogram in /metrics")
+
+
 def test_a_leader_frozen_past_its_lease_fires_nothing_when_resumed(
         objects: Objects, operator: OperatorProcess, handler_proc: HandlerProcess,
         api: client.ApiClient, tmp_path: Path) -> None:
     operator.stop()
-    replicas = []
+    replicas, ports = [], {}
     for name in ("a", "b"):
+        port = free_port()
         op = OperatorProcess(tmp_path / f"operator-{name}.log", "--leader-elect",
-                             "--lease-namespace", objects.ns, "--lease-name", PREFIX)
+                             "--lease-namespace", objects.ns, "--lease-name", PREFIX,
+                             "--metrics-port", str(port))
         op.start()
         replicas.append(op)
+        ports[id(op)] = port
     coord = client.CoordinationV1Api(api)
     try:
         objects.handler("h", handler_proc.address)
@@ -53,6 +67,7 @@ def test_a_leader_frozen_past_its_lease_fires_nothing_when_resumed(
         standby = next(op for op in replicas if op is not leader)
         assert leader.proc is not None and standby.proc is not None
 
+        started_before = runs_started(ports[id(leader)])
         leader.proc.send_signal(signal.SIGSTOP)
         frozen = time.time()
         successor = wait_for("the standby takes the Lease", lambda: (
@@ -64,6 +79,8 @@ def test_a_leader_frozen_past_its_lease_fires_nothing_when_resumed(
         leader.proc.send_signal(signal.SIGCONT)
         resumed = time.time()
         time.sleep(6)  # what would a deposed leader do now?
+        assert runs_started(ports[id(leader)]) == started_before, \
+            "the resumed leader dispatched nothing (it knew it had lost the Lease)"
 
         assert holder(coord, objects.ns) == successor, "the deposed leader left the Lease alone"
         rows = handler_proc.executions("heartbeat")
