@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PYTHONPATH := $(CURDIR)/hack$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: help venv binaries cluster-up cluster-down run test lint unit e2e crds check-crds bench bench-dispatch bench-timing bench-firing clean
+.PHONY: help venv binaries cluster-up cluster-down run test lint unit e2e crds check-crds bench bench-dispatch bench-timing bench-firing faults clean
 
 help:
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -43,6 +43,10 @@ unit: $(STAMP) ## unit tests only (no cluster)
 
 test: $(STAMP) binaries lint ## everything: lint, unit, integration, e2e
 	$(PY) -m pytest tests -q -p no:cacheprovider
+
+faults: $(STAMP) binaries ## fault scenarios alone (also part of `make test`): kills, freezes, silent endpoints
+	$(PY) -m pytest -q -p no:cacheprovider tests/e2e/test_faults.py tests/e2e/test_split_leadership.py \
+		tests/e2e/test_ha.py tests/e2e/test_sharding.py tests/e2e/test_legacy_handlers.py
 
 crds: $(STAMP) ## regenerate crds/ and the chart's crds/ from the models
 	$(PY) -m schedulezero_operator.api.crd
