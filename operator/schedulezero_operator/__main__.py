@@ -29,6 +29,11 @@ def main(argv: list[str] | None = None) -> None:
                         default=os.environ.get("POD_NAMESPACE", "default"))
     parser.add_argument("--lease-name", default="schedulezero-operator",
                         help="prefix of the Leases: <name>-bucket-<i>, <name>-member-<id>")
+    parser.add_argument("--lease-duration", type=float, default=10.0,
+                        help="seconds a Lease stays valid without renewal: the failover time "
+                        "after a crash, and how long an API outage a leader rides out")
+    parser.add_argument("--lease-renew", type=float, default=2.0,
+                        help="seconds between Lease renewals")
     parser.add_argument("--buckets", type=int, default=int(os.environ.get("SZ_BUCKETS", "1")),
                         help="shards of Schedules spread over the replicas (default 1: "
                         "one leader)")
@@ -67,6 +72,8 @@ def main(argv: list[str] | None = None) -> None:
                                   lease_namespace=args.lease_namespace,
                                   lease_name=args.lease_name,
                                   buckets=max(1, args.buckets),
+                                  lease_duration=args.lease_duration,
+                                  lease_renew=min(args.lease_renew, args.lease_duration / 2),
                                   metrics_port=max(0, args.metrics_port),
                                   metrics_bind=args.metrics_bind,
                                   metrics_per_schedule=args.metrics_per_schedule,

@@ -36,6 +36,8 @@ class Options:
     lease_namespace: str = "default"
     lease_name: str = "schedulezero-operator"  # prefix of the bucket and member Leases
     buckets: int = 1
+    lease_duration: float = 10.0
+    lease_renew: float = 2.0
     metrics_port: int = 9090  # 0: no /metrics
     metrics_bind: str = "127.0.0.1"
     metrics_per_schedule: bool = False  # a `schedule` label on the lateness histogram
@@ -105,6 +107,8 @@ async def _startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -
         # bucket this is plain leader election.
         elector = BucketElector(kube.api, rt.options.lease_namespace, rt.options.lease_name,
                                 eng.identity, rt.options.buckets,
+                                duration=rt.options.lease_duration,
+                                renew=rt.options.lease_renew,
                                 on_change=lambda held: eng.rebalance())
         eng.set_fence(elector.owns)
         await elector.step()
