@@ -38,23 +38,13 @@ sys.path[:0] = [str(REPO), str(REPO / "hack")]
 
 from kubernetes import client, config  # noqa: E402
 
+from bench.cluster import api_requests, control_plane, pct  # noqa: E402
 from tests.e2e.operator_harness import HandlerProcess, OperatorProcess, ts  # noqa: E402
 
 
-def pct(xs: list[float], q: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
-
-
 def status_patches(api: client.ApiClient) -> int:
-    resp = api.call_api("GET", f"{api.configuration.host}/metrics")
-    raw = (resp.read() if hasattr(resp, "read") else resp.data).decode()
-    total = 0
-    for line in raw.splitlines():
-        if line.startswith("apiserver_request_total{") and 'resource="schedules"' in line \
-                and 'subresource="status"' in line and 'verb="PATCH"' in line:
-            total += int(float(line.rsplit(" ", 1)[1]))
-    return total
+    return sum(n for (verb, resource, sub), n in api_requests(api).items()
+               if verb == "PATCH" and resource == "schedules" and sub == "status")
 
 
 def spec_for(mix: str, i: int, period: str) -> dict[str, Any]:
@@ -96,14 +86,11 @@ def main() -> None:
     parser.add_argument("--mix", choices=["interval", "cron", "burst"], default="interval")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="sz-bench-"))
-    cluster = None
-    if not os.environ.get("KUBECONFIG"):
-        from schedulezero_testcluster import LocalCluster
+    with control_plane(work):
+        bench(args, work)
 
-        os.environ["PYTHONPATH"] = f"{REPO / 'hack'}:{REPO}"
-        cluster = LocalCluster(work / "cluster")
-        cluster.start()
-        os.environ["KUBECONFIG"] = str(cluster.kubeconfig)
+
+def bench(args: argparse.Namespace, work: Path) -> None:
     handler = operator = None
     ns: str | None = None
     try:
@@ -207,8 +194,6 @@ def main() -> None:
             operator.stop()
         if handler:
             handler.stop()
-        if cluster:
-            cluster.stop()
 
 
 if __name__ == "__main__":

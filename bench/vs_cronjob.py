@@ -36,6 +36,7 @@ sys.path[:0] = [str(REPO), str(REPO / "hack")]
 
 from kubernetes import client, config  # noqa: E402
 
+from bench.cluster import api_requests, control_plane, pct  # noqa: E402
 from tests.e2e.operator_harness import HandlerProcess, OperatorProcess, ts  # noqa: E402
 
 MUTATING = ("POST", "PUT", "PATCH", "DELETE")
@@ -43,24 +44,11 @@ CRONJOB_SIDE = ("cronjobs", "jobs", "pods", "events")
 OUR_SIDE = ("schedules", "handlers", "events")
 
 
-def pct(xs: list[float], q: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
-
-
 def writes_by_resource(api: client.ApiClient) -> dict[str, int]:
-    resp = api.call_api("GET", f"{api.configuration.host}/metrics")
-    raw = (resp.read() if hasattr(resp, "read") else resp.data).decode()
     out: dict[str, int] = {}
-    for line in raw.splitlines():
-        if not line.startswith("apiserver_request_total{"):
-            continue
-        labels = dict(part.split("=", 1) for part in line[line.index("{") + 1:
-                                                            line.index("}")].split(","))
-        verb = labels.get("verb", "").strip('"')
-        resource = labels.get("resource", "").strip('"')
+    for (verb, resource, _), n in api_requests(api).items():
         if verb in MUTATING:
-            out[resource] = out.get(resource, 0) + int(float(line.rsplit(" ", 1)[1]))
+            out[resource] = out.get(resource, 0) + n
     return out
 
 
@@ -144,23 +132,12 @@ def main() -> None:
     parser.add_argument("--n", type=int, nargs="+", default=[10, 100])
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="sz-vs-cronjob-"))
-    cluster = None
-    if not os.environ.get("KUBECONFIG"):
-        from schedulezero_testcluster import LocalCluster
-
-        os.environ["PYTHONPATH"] = f"{REPO / 'hack'}:{REPO}"
-        cluster = LocalCluster(work / "cluster")
-        cluster.start()
-        os.environ["KUBECONFIG"] = str(cluster.kubeconfig)
-    try:
+    with control_plane(work):
         subprocess.run(["kubectl", "apply", "-f", str(REPO / "crds")], check=True,
                        capture_output=True)
         config.load_kube_config(config_file=os.environ["KUBECONFIG"])
         api = client.ApiClient()
         results = [run(n, api, work) for n in args.n]
-    finally:
-        if cluster:
-            cluster.stop()
     print(f"{'N':>5} {'side':<13} {'fired':>6} {'p50 ms':>9} {'p99 ms':>9} {'max ms':>9} "
           f"{'writes/fire':>12}")
     for r in results:

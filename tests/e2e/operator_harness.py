@@ -49,6 +49,17 @@ class Proc:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
 
+    def wait_listening(self, port: int, timeout: float = 15) -> None:
+        """Until something accepts TCP connections on 127.0.0.1:``port``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"{self.argv[2:4]} did not start: {self.tail()}")
+
     def tail(self, n: int = 4000) -> str:
         return self.log.read_text()[-n:] if self.log.exists() else ""
 
@@ -80,17 +91,15 @@ class HandlerProcess(Proc):
 
     def start(self) -> None:
         super().start()
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError(f"handler did not start: {self.tail()}")
+        self.wait_listening(self.port)
 
     def executions(self, method: str | None = None) -> list[dict[str, Any]]:
-        if not self.record.exists():
-            return []
-        rows = [json.loads(line) for line in self.record.read_text().splitlines() if line]
-        return [r for r in rows if method is None or r["method"] == method]
+        return read_records(self.record, method)
+
+
+def read_records(path: Path, method: str | None = None) -> list[dict[str, Any]]:
+    """A handler's JSON-lines ledger of what it executed (optionally one method's)."""
+    if not path.exists():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line]
+    return [r for r in rows if method is None or r["method"] == method]

@@ -16,9 +16,7 @@ this module's namespace, with ``--legacy-registry-port`` and a 2 s probe interva
 
 from __future__ import annotations
 
-import json
 import signal
-import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -32,7 +30,7 @@ from schedulezero_testcluster.cluster import free_port
 
 from .conftest import FIGURES, Objects
 from .kube import unique, wait_for
-from .operator_harness import REPO, OperatorProcess, Proc
+from .operator_harness import REPO, OperatorProcess, Proc, read_records
 
 pytestmark = pytest.mark.cluster
 RUN_NOW = "schedulezero.io/run-now"
@@ -59,20 +57,10 @@ class LegacyProcess(Proc):
 
     def start(self) -> None:
         super().start()
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError(f"legacy handler did not start: {self.tail()}")
+        self.wait_listening(self.port)
 
     def jobs(self, method: str | None = None) -> list[dict[str, Any]]:
-        if not self.record.exists():
-            return []
-        rows = [json.loads(line) for line in self.record.read_text().splitlines() if line]
-        return [r for r in rows if method is None or r["method"] == method]
+        return read_records(self.record, method)
 
 
 @dataclass

@@ -1,0 +1,52 @@
+"""What the cluster benchmarks share: a control plane to run on, and the API server's
+own request counters (so API load is counted by the server, not by us)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from kubernetes import client
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
+
+
+@contextmanager
+def control_plane(work: Path) -> Iterator[None]:
+    """The cluster KUBECONFIG points at, else the local control plane for the duration."""
+    if os.environ.get("KUBECONFIG"):
+        yield
+        return
+    from schedulezero_testcluster import LocalCluster
+
+    os.environ["PYTHONPATH"] = f"{REPO / 'hack'}:{REPO}"
+    cluster = LocalCluster(work / "cluster")
+    cluster.start()
+    os.environ["KUBECONFIG"] = str(cluster.kubeconfig)
+    try:
+        yield
+    finally:
+        cluster.stop()
+        os.environ.pop("KUBECONFIG", None)
+
+
+def api_requests(api: client.ApiClient) -> dict[tuple[str, str, str], int]:
+    """``apiserver_request_total`` summed by (verb, resource, subresource)."""
+    resp = api.call_api("GET", f"{api.configuration.host}/metrics")
+    raw = (resp.read() if hasattr(resp, "read") else resp.data).decode()
+    out: dict[tuple[str, str, str], int] = {}
+    for line in raw.splitlines():
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        labels = dict(part.split("=", 1) for part in
+                      line[line.index("{") + 1:line.index("}")].split(","))
+        key = tuple(labels.get(k, '""').strip('"') for k in ("verb", "resource", "subresource"))
+        out[key] = out.get(key, 0) + int(float(line.rsplit(" ", 1)[1]))  # type: ignore[index]
+    return out
