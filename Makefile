@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PYTHONPATH := $(CURDIR)/hack$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: help venv binaries cluster-up cluster-down run test lint unit e2e crds check-crds bench bench-dispatch bench-timing bench-firing bench-cronjob faults clean
+.PHONY: help venv binaries cluster-up cluster-down run test lint unit e2e crds check-crds bench bench-dispatch bench-timing bench-firing bench-cronjob bench-fleet faults clean
 
 help:
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -64,6 +64,9 @@ bench-firing: $(STAMP) binaries ## 1,000 Schedules: interval, cron mix, same-sec
 	$(PY) bench/firing.py --schedules 1000 --mix cron --seconds 70
 	$(PY) bench/firing.py --schedules 100 --mix burst --seconds 65
 	$(PY) bench/firing.py --schedules 1000 --mix burst --seconds 65
+
+bench-fleet: $(STAMP) binaries ## 10,000 stored Schedules at operator start: arming time, RSS, idle CPU
+	$(PY) bench/fleet.py --schedules 10000
 
 bench-cronjob: $(STAMP) binaries ## N minute-crons due at one second: CronJob vs Schedule (N = 10, 100)
 	$(PY) bench/vs_cronjob.py --n 10 100
