@@ -4,11 +4,12 @@ own request counters (so API load is counted by the server, not by us)."""
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from kubernetes import client
+from kubernetes import client, config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -19,22 +20,29 @@ def pct(xs: list[float], q: float) -> float:
 
 
 @contextmanager
-def control_plane(work: Path) -> Iterator[None]:
-    """The cluster KUBECONFIG points at, else the local control plane for the duration."""
-    if os.environ.get("KUBECONFIG"):
-        yield
-        return
-    from schedulezero_testcluster import LocalCluster
+def control_plane(work: Path) -> Iterator[client.ApiClient]:
+    """A client of the cluster KUBECONFIG points at, else of the local control plane
+    started for the duration; our CRDs applied either way."""
+    cluster = None
+    if not os.environ.get("KUBECONFIG"):
+        from schedulezero_testcluster import LocalCluster
 
-    os.environ["PYTHONPATH"] = f"{REPO / 'hack'}:{REPO}"
-    cluster = LocalCluster(work / "cluster")
-    cluster.start()
-    os.environ["KUBECONFIG"] = str(cluster.kubeconfig)
+        os.environ["PYTHONPATH"] = f"{REPO / 'hack'}:{REPO}"
+        cluster = LocalCluster(work / "cluster")
+        cluster.start()
+        os.environ["KUBECONFIG"] = str(cluster.kubeconfig)
     try:
-        yield
+        subprocess.run(["kubectl", "apply", "-f", str(REPO / "crds")], check=True,
+                       capture_output=True)
+        subprocess.run(["kubectl", "wait", "--for=condition=Established", "--timeout=60s",
+                        "crd/schedules.schedulezero.io", "crd/handlers.schedulezero.io"],
+                       check=True, capture_output=True)
+        config.load_kube_config(config_file=os.environ["KUBECONFIG"])
+        yield client.ApiClient()
     finally:
-        cluster.stop()
-        os.environ.pop("KUBECONFIG", None)
+        if cluster is not None:
+            cluster.stop()
+            os.environ.pop("KUBECONFIG", None)
 
 
 def api_requests(api: client.ApiClient) -> dict[tuple[str, str, str], int]:

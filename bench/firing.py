@@ -36,7 +36,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "hack")]
 
-from kubernetes import client, config  # noqa: E402
+from kubernetes import client  # noqa: E402
 
 from bench.cluster import api_requests, control_plane, pct  # noqa: E402
 from tests.e2e.operator_harness import HandlerProcess, OperatorProcess, ts  # noqa: E402
@@ -86,19 +86,14 @@ def main() -> None:
     parser.add_argument("--mix", choices=["interval", "cron", "burst"], default="interval")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="sz-bench-"))
-    with control_plane(work):
-        bench(args, work)
+    with control_plane(work) as api:
+        bench(args, work, api)
 
 
-def bench(args: argparse.Namespace, work: Path) -> None:
+def bench(args: argparse.Namespace, work: Path, api: client.ApiClient) -> None:
     handler = operator = None
     ns: str | None = None
     try:
-        subprocess.run(["kubectl", "apply", "-f", str(REPO / "crds")], check=True,
-                       capture_output=True)
-        time.sleep(2)
-        config.load_kube_config(config_file=os.environ["KUBECONFIG"])
-        api = client.ApiClient()
         core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
         ns = f"bench-{int(time.time())}"
         core.create_namespace({"metadata": {"name": ns}})

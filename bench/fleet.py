@@ -26,7 +26,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "hack")]
 
-from kubernetes import client, config  # noqa: E402
+from kubernetes import client  # noqa: E402
 from schedulezero_testcluster.cluster import free_port  # noqa: E402
 
 from bench.cluster import control_plane  # noqa: E402
@@ -56,11 +56,7 @@ def main() -> None:
     parser.add_argument("--idle-seconds", type=float, default=30)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="sz-fleet-"))
-    with control_plane(work):
-        subprocess.run(["kubectl", "apply", "-f", str(REPO / "crds")], check=True,
-                       capture_output=True)
-        config.load_kube_config(config_file=os.environ["KUBECONFIG"])
-        api = client.ApiClient()
+    with control_plane(work) as api:
         core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
         ns = f"fleet-{int(time.time())}"
         core.create_namespace({"metadata": {"name": ns}})

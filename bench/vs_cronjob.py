@@ -34,7 +34,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "hack")]
 
-from kubernetes import client, config  # noqa: E402
+from kubernetes import client  # noqa: E402
 
 from bench.cluster import api_requests, control_plane, pct  # noqa: E402
 from tests.e2e.operator_harness import HandlerProcess, OperatorProcess, ts  # noqa: E402
@@ -132,11 +132,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, nargs="+", default=[10, 100])
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="sz-vs-cronjob-"))
-    with control_plane(work):
-        subprocess.run(["kubectl", "apply", "-f", str(REPO / "crds")], check=True,
-                       capture_output=True)
-        config.load_kube_config(config_file=os.environ["KUBECONFIG"])
-        api = client.ApiClient()
+    with control_plane(work) as api:
         results = [run(n, api, work) for n in args.n]
     print(f"{'N':>5} {'side':<13} {'fired':>6} {'p50 ms':>9} {'p99 ms':>9} {'max ms':>9} "
           f"{'writes/fire':>12}")

@@ -506,10 +506,7 @@ class Dispatcher:
             return DispatchResult(True, endpoint, result="busy")
         try:
             frames = await client.request("ping", {}, timeout)
-            if len(frames) != 1:
-                raise p.ProtocolError(p.ErrorType.PROTOCOL,
-                                      f"malformed reply: {len(frames)} frames, expected 1")
-            reply = p.check_legacy_reply(_loads_reply(frames[0], self.max_reply_bytes))
+            reply = _legacy_reply(frames, self.max_reply_bytes)
         except TimeoutError:
             return DispatchResult.failure(endpoint, p.ErrorType.TIMEOUT,
                                           f"no reply to ping within {timeout:g}s", started)
@@ -598,13 +595,18 @@ def _describe_problem(result: Any) -> str | None:
     return None
 
 
+def _legacy_reply(frames: list[bytes], max_bytes: int) -> dict[str, Any]:
+    """One REP reply: exactly one frame holding a legacy ``{"success": ...}`` object."""
+    if len(frames) != 1:
+        raise p.ProtocolError(p.ErrorType.PROTOCOL,
+                              f"malformed reply: {len(frames)} frames, expected 1")
+    return p.check_legacy_reply(_loads_reply(frames[0], max_bytes))
+
+
 def _from_legacy(endpoint: Endpoint, frames: list[bytes], started: float,
                  max_bytes: int, method: str = "") -> DispatchResult:
     try:
-        if len(frames) != 1:
-            raise p.ProtocolError(p.ErrorType.PROTOCOL,
-                                  f"malformed reply: {len(frames)} frames, expected 1")
-        reply = p.check_legacy_reply(_loads_reply(frames[0], max_bytes))
+        reply = _legacy_reply(frames, max_bytes)
     except p.ProtocolError as e:
         return DispatchResult.failure(endpoint, e.error_type, str(e), started)
     duration = (time.monotonic() - started) * 1000
