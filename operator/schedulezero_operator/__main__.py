@@ -29,10 +29,10 @@ def main(argv: list[str] | None = None) -> None:
                         default=os.environ.get("POD_NAMESPACE", "default"))
     parser.add_argument("--lease-name", default="schedulezero-operator",
                         help="prefix of the Leases: <name>-bucket-<i>, <name>-member-<id>")
-    parser.add_argument("--lease-duration", type=float, default=10.0,
+    parser.add_argument("--lease-duration", type=float, default=4.0,
                         help="seconds a Lease stays valid without renewal: the failover time "
                         "after a crash, and how long an API outage a leader rides out")
-    parser.add_argument("--lease-renew", type=float, default=2.0,
+    parser.add_argument("--lease-renew", type=float, default=1.0,
                         help="seconds between Lease renewals")
     parser.add_argument("--buckets", type=int, default=int(os.environ.get("SZ_BUCKETS", "1")),
                         help="shards of Schedules spread over the replicas (default 1: "

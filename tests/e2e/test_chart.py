@@ -15,8 +15,8 @@ import pytest
 import yaml
 from kubernetes import client
 
-from .conftest import Objects
 from .kube import unique, wait_for
+from .objects import Objects
 from .operator_harness import REPO, HandlerProcess, OperatorProcess
 
 pytestmark = pytest.mark.cluster

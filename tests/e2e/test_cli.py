@@ -20,8 +20,8 @@ import pytest
 from schedulezero_operator.api.models import RUN_NOW_ANNOTATION
 from schedulezero_operator.engine.decisions import run_now_id
 
-from .conftest import Objects
 from .kube import wait_for
+from .objects import Objects
 from .operator_harness import REPO, HandlerProcess, ts
 
 pytestmark = pytest.mark.cluster

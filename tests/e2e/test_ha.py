@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from .conftest import FIGURES, Objects
 from .kube import wait_for
+from .objects import FIGURES, Objects
 from .operator_harness import HandlerProcess, OperatorProcess
 
 pytestmark = pytest.mark.cluster

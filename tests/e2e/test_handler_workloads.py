@@ -13,8 +13,8 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from .conftest import FIGURES, LATENESS_MS, Objects
 from .kube import wait_for
+from .objects import FIGURES, LATENESS_MS, Objects
 from .operator_harness import REPO, HandlerProcess, ts
 
 pytestmark = pytest.mark.cluster

@@ -17,9 +17,9 @@ import pytest
 from kubernetes import client
 from schedulezero_operator.controllers import safe_decode
 
-from .conftest import Objects
 from .corpus import CASES, GOOD_HANDLER, WORST, Accepted, Case, Refused, Surfaced, manifest
 from .kube import wait_for
+from .objects import Objects
 from .operator_harness import HandlerProcess, OperatorProcess
 
 pytestmark = pytest.mark.cluster

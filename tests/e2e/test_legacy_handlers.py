@@ -28,8 +28,8 @@ import pytest
 from kubernetes import client
 from schedulezero_testcluster.cluster import free_port
 
-from .conftest import FIGURES, Objects
 from .kube import unique, wait_for
+from .objects import FIGURES, Objects
 from .operator_harness import REPO, OperatorProcess, Proc, read_records
 
 pytestmark = pytest.mark.cluster

@@ -24,8 +24,8 @@ import pytest
 from kubernetes import client
 from schedulezero_testcluster.cluster import free_port
 
-from .conftest import FIGURES, Objects
 from .kube import unique, wait_for
+from .objects import FIGURES, Objects
 from .operator_harness import REPO, HandlerProcess, OperatorProcess, Proc
 
 pytestmark = pytest.mark.cluster

@@ -10,8 +10,8 @@ import time
 import pytest
 from schedulezero_operator.engine.decisions import run_id_for
 
-from .conftest import LATENESS_MS, Objects
 from .kube import wait_for
+from .objects import LATENESS_MS, Objects
 from .operator_harness import HandlerProcess, OperatorProcess, ts
 
 pytestmark = pytest.mark.cluster

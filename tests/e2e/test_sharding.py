@@ -20,8 +20,8 @@ from kubernetes import client
 from prometheus_client.parser import text_string_to_metric_families
 from schedulezero_testcluster.cluster import free_port
 
-from .conftest import FIGURES, Objects
 from .kube import wait_for
+from .objects import FIGURES, Objects
 from .operator_harness import HandlerProcess, OperatorProcess, ts
 
 pytestmark = pytest.mark.cluster

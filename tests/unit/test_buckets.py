@@ -17,6 +17,7 @@ class FakeCoord:
     def __init__(self) -> None:
         self.leases: dict[str, dict[str, Any]] = {}
         self.rv = 0
+        self.calls: list[tuple[str, str]] = []
 
     def _view(self, name: str) -> Any:
         spec = self.leases[name]["spec"]
@@ -36,22 +37,28 @@ class FakeCoord:
         return self._view(name)
 
     def list_namespaced_lease(self, namespace: str) -> Any:
+        self.calls.append(("list", namespace))
         return SimpleNamespace(items=[self._view(n) for n in self.leases])
 
-    def create_namespaced_lease(self, namespace: str, body: dict[str, Any]) -> None:
+    def create_namespaced_lease(self, namespace: str, body: dict[str, Any]) -> Any:
         name = body["metadata"]["name"]
         if name in self.leases:
             raise ApiException(status=409)
         self.rv += 1
         self.leases[name] = {"spec": dict(body["spec"]), "rv": str(self.rv)}
+        return self._view(name)
 
-    def patch_namespaced_lease(self, name: str, namespace: str, body: dict[str, Any]) -> None:
+    def patch_namespaced_lease(self, name: str, namespace: str, body: dict[str, Any]) -> Any:
+        self.calls.append(("patch", name))
+        if name not in self.leases:
+            raise ApiException(status=404)
         want = (body.get("metadata") or {}).get("resourceVersion")
         if want is not None and want != self.leases[name]["rv"]:
             raise ApiException(status=409)
         self.rv += 1
         self.leases[name]["spec"].update(body["spec"])
         self.leases[name]["rv"] = str(self.rv)
+        return self._view(name)
 
     def delete_namespaced_lease(self, name: str, namespace: str) -> None:
         self.leases.pop(name, None)
@@ -169,3 +176,44 @@ async def test_a_resumed_former_leader_does_not_take_leadership_back() -> None:
         await b.step()
     assert a.held == set() and b.held == {0}
     assert holders(coord) == {"sz-bucket-0": "b"}
+
+
+async def test_a_resumed_former_leader_hands_its_schedules_over() -> None:
+    """The engine is told (on_change) that the bucket is gone, so it drops the Schedules
+    it can no longer act for, instead of keeping them armed and fenced forever."""
+    coord, mono_a, mono_b = FakeCoord(), Mono(), Mono()
+    changes: list[set[int]] = []
+    a = BucketElector(None, "ns", "sz", "a", 1, coord=coord, monotonic=mono_a,
+                      on_change=changes.append)
+    b = make(coord, "b", mono_b, buckets=1)
+    await a.step()
+    coord.expire("a")
+    mono_a.t += 30
+    await b.step()
+    await a.step()
+    assert changes == [{0}, set()]
+
+
+async def test_a_lapse_that_ends_in_a_renewal_is_no_change() -> None:
+    """A slow renewal let the fence lapse, nobody else took the Lease: the engine keeps
+    its Schedules (what was due waited for the fence and goes out late)."""
+    coord, mono = FakeCoord(), Mono()
+    changes: list[set[int]] = []
+    a = BucketElector(None, "ns", "sz", "a", 1, coord=coord, monotonic=mono,
+                      on_change=changes.append)
+    await a.step()
+    mono.t += 3.5  # past the fence (4 s lease - 1 s margin), not past the Lease
+    assert not a.owns_bucket(0)
+    await a.step()
+    assert a.owns_bucket(0) and changes == [{0}]
+
+
+async def test_a_held_bucket_is_renewed_before_anything_else_in_one_request() -> None:
+    """The fence depends on the renewal; the LIST and the member Lease come after it."""
+    coord, mono = FakeCoord(), Mono()
+    a = make(coord, "a", mono, buckets=1)
+    await a.step()
+    coord.calls.clear()
+    await a.step()
+    assert coord.calls[0] == ("patch", "sz-bucket-0")
+    assert [c for c, _ in coord.calls] == ["patch", "list", "patch"], coord.calls

@@ -36,8 +36,8 @@ class Options:
     lease_namespace: str = "default"
     lease_name: str = "schedulezero-operator"  # prefix of the bucket and member Leases
     buckets: int = 1
-    lease_duration: float = 10.0
-    lease_renew: float = 2.0
+    lease_duration: float = 4.0
+    lease_renew: float = 1.0
     metrics_port: int = 9090  # 0: no /metrics
     metrics_bind: str = "127.0.0.1"
     metrics_per_schedule: bool = False  # a `schedule` label on the lateness histogram

@@ -31,6 +31,7 @@ import logging
 import time
 import zlib
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from kubernetes import client
@@ -75,7 +76,7 @@ def _dns_safe(identity: str) -> str:
 
 class BucketElector:
     def __init__(self, api: client.ApiClient | None, namespace: str, prefix: str,
-                 identity: str, buckets: int, *, duration: float = 10.0, renew: float = 2.0,
+                 identity: str, buckets: int, *, duration: float = 4.0, renew: float = 1.0,
                  coord: Any = None, monotonic: Callable[[], float] = time.monotonic,
                  on_change: Callable[[set[int]], None] | None = None) -> None:
         self.coord = coord if coord is not None else client.CoordinationV1Api(api)
@@ -84,8 +85,13 @@ class BucketElector:
         self._monotonic = monotonic
         self._margin = min(renew, duration / 4)
         self._valid_until: dict[int, float] = {}  # bucket -> monotonic fence
+        self._written: dict[int, Any] = {}  # bucket -> our Lease as our last write returned
+        self._soonest_expiry: float | None = None  # s until a peer's bucket Lease runs out
         self.on_change = on_change
         self._task: asyncio.Task[None] | None = None
+        # Lease calls get their own thread: in the default executor a renewal would
+        # queue behind the engine's API calls and lapse exactly when the API is busy.
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="leases")
 
     # -- what the engine asks ----------------------------------------------------------
     def owns_bucket(self, bucket: int) -> bool:
@@ -108,28 +114,49 @@ class BucketElector:
 
     # -- one round -----------------------------------------------------------------------
     async def step(self) -> set[int]:
-        """Renew our member Lease and buckets, take or give back to reach the fair share."""
-        before = self.held
-        sent = self._monotonic()
-        await self._upsert(self.member_lease, sent, take_expired=True)
-        members = await self._members()
-        leases = await self._bucket_leases()
+        """Renew our member Lease and buckets, take or give back to reach the fair share.
+
+        Buckets we hold are renewed first, each by a single PATCH conditioned on the
+        resourceVersion our last write returned: the fences depend on these and nothing
+        queues in front of them. Then one LIST feeds the rest (members, holders, the
+        resourceVersions of Leases to take). A round costs 2 + held-buckets requests;
+        that is what makes a 1 s renewal (and so a ~4 s failover) cheap.
+        """
+        before = set(self._valid_until)
+        renewed = {b for b, lease in list(self._written.items())
+                   if await self._renew_bucket(b, lease)}
+        leases = await self._list()
+        await self._upsert(self.member_lease, leases.get(self.member_lease))
+        members = [lease.spec.holder_identity for name, lease in leases.items()
+                   if name.startswith(f"{self.prefix}-member-")
+                   and lease.spec.holder_identity and not self._expired(lease)]
+        if self.identity not in members:
+            members.append(self.identity)
+        buckets = {b: leases.get(self.lease_name(b)) for b in range(self.buckets)}
+        self._soonest_expiry = min((self._expires_in(lease) for lease in buckets.values()
+                                    if lease is not None and self._holder(lease) is not None
+                                    and self._holder(lease) != self.identity), default=None)
         counts: dict[str, int] = {}
-        for b in range(self.buckets):
-            if (who := self._holder(leases.get(b))) is not None:
+        for lease in buckets.values():
+            if (who := self._holder(lease)) is not None:
                 counts[who] = counts.get(who, 0) + 1
         share = target_share(self.identity, members, counts, self.buckets)
-        mine = [b for b in range(self.buckets) if self._holder(leases.get(b)) == self.identity]
+        mine = [b for b in range(self.buckets) if self._holder(buckets[b]) == self.identity]
         for b in mine[share:][::-1]:  # give back the highest buckets above our share
-            await self._release(b)
+            await self._release(b, buckets[b])
             mine.remove(b)
         for b in mine:
-            await self._renew_bucket(b)
-        free = [b for b in range(self.buckets)
-                if b not in mine and self._free(leases.get(b))]
+            if b not in renewed:
+                await self._renew_bucket(b, buckets[b])
+        free = [b for b in range(self.buckets) if b not in mine and self._free(buckets[b])]
         for b in free[:max(0, share - len(mine))]:
-            await self._renew_bucket(b)
-        after = self.held
+            await self._renew_bucket(b, buckets[b])
+        for b in set(self._valid_until) - set(mine) - set(free):
+            del self._valid_until[b]  # someone else holds it now (we were frozen or slow)
+            self._written.pop(b, None)
+        # Held = renewed this round. A fence that lapsed and came back (a slow renewal,
+        # nobody else took the Lease) is no change: what waited for it goes out late.
+        after = set(self._valid_until)
         if after != before:
             log.info("buckets held by %s: %s", self.identity, sorted(after))
             if self.on_change is not None:
@@ -138,28 +165,44 @@ class BucketElector:
 
     async def run(self) -> None:
         while True:
+            started = self._monotonic()
             try:
                 await self.step()
             except Exception as e:  # noqa: BLE001 - fences expire on their own if this persists
                 log.warning("bucket election: %s", e)
-            await asyncio.sleep(self.renew)
+            # Paced from the round's start: a slow round does not stretch the next gap.
+            # A peer's Lease about to run out (a dead peer stops renewing; a live one
+            # moves its expiry on every renewal) is looked at the moment it does, not up
+            # to a renewal period later: that is failover time.
+            wait = self.renew - (self._monotonic() - started)
+            if self._soonest_expiry is not None:
+                wait = min(wait, self._soonest_expiry + 0.05)
+            await asyncio.sleep(max(0.05, wait))
 
     async def release_all(self) -> None:
         """On clean shutdown: give back our buckets (only those we still hold)."""
         for b in list(self._valid_until):
             await self._release(b)
         try:  # peers see one member fewer at once, not after the member Lease expires
-            await asyncio.to_thread(self.coord.delete_namespaced_lease, self.member_lease,
+            await self._call(self.coord.delete_namespaced_lease, self.member_lease,
                                     self.namespace)
         except ApiException as e:
             log.warning("could not delete member Lease %s: %s", self.member_lease, e.reason)
 
     # -- Lease plumbing ------------------------------------------------------------------
-    def _expired(self, lease: Any) -> bool:
+    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    def _expires_in(self, lease: Any) -> float:
+        """Seconds until a Lease runs out (negative: it has)."""
         spec = lease.spec
-        renewed = spec.renew_time
-        return (renewed is None or renewed + dt.timedelta(
-            seconds=spec.lease_duration_seconds or 0) < _now())
+        if spec.renew_time is None:
+            return float("-inf")
+        return (spec.renew_time + dt.timedelta(seconds=spec.lease_duration_seconds or 0)
+                - _now()).total_seconds()
+
+    def _expired(self, lease: Any) -> bool:
+        return self._expires_in(lease) < 0
 
     def _holder(self, lease: Any) -> str | None:
         if lease is None or self._expired(lease):
@@ -169,78 +212,69 @@ class BucketElector:
     def _free(self, lease: Any) -> bool:
         return self._holder(lease) is None
 
-    async def _members(self) -> list[str]:
-        leases = await asyncio.to_thread(self.coord.list_namespaced_lease, self.namespace)
-        return [lease.spec.holder_identity for lease in leases.items
-                if lease.metadata.name.startswith(f"{self.prefix}-member-")
-                and lease.spec.holder_identity and not self._expired(lease)]
+    async def _list(self) -> dict[str, Any]:
+        """Our Leases (members and buckets) by name, from one LIST."""
+        leases = await self._call(self.coord.list_namespaced_lease, self.namespace)
+        return {lease.metadata.name: lease for lease in leases.items
+                if lease.metadata.name.startswith(f"{self.prefix}-")}
 
-    async def _bucket_leases(self) -> dict[int, Any]:
-        leases = await asyncio.to_thread(self.coord.list_namespaced_lease, self.namespace)
-        out: dict[int, Any] = {}
-        for lease in leases.items:
-            name = lease.metadata.name
-            head = f"{self.prefix}-bucket-"
-            if name.startswith(head) and name[len(head):].isdigit():
-                out[int(name[len(head):])] = lease
-        return out
-
-    async def _renew_bucket(self, bucket: int) -> None:
+    async def _renew_bucket(self, bucket: int, lease: Any) -> bool:
         sent = self._monotonic()
-        if await self._upsert(self.lease_name(bucket), sent, take_expired=True):
+        written = await self._upsert(self.lease_name(bucket), lease)
+        if written is not None:
             self._valid_until[bucket] = sent + self.duration - self._margin
-        else:
-            self._valid_until.pop(bucket, None)
+            self._written[bucket] = written
+            return True
+        self._valid_until.pop(bucket, None)
+        self._written.pop(bucket, None)
+        return False
 
-    async def _upsert(self, name: str, sent: float, take_expired: bool) -> bool:
-        """Create, renew or take over (if expired) a Lease; False if someone else holds it."""
+    async def _upsert(self, name: str, lease: Any) -> Any:
+        """Create, renew or take over (if expired) a Lease as last seen; the Lease as
+        written, or None if someone else holds it or wrote it since (the resourceVersion
+        precondition)."""
         now = _now()
         spec: dict[str, Any] = {"holderIdentity": self.identity,
-                                "leaseDurationSeconds": int(self.duration),
+                                "leaseDurationSeconds": max(1, round(self.duration)),
                                 "renewTime": _fmt(now)}
-        try:
-            lease = await asyncio.to_thread(self.coord.read_namespaced_lease, name,
-                                            self.namespace)
-        except ApiException as e:
-            if e.status != 404:
-                raise
+        if lease is None:
             body = {"metadata": {"name": name, "namespace": self.namespace},
                     "spec": {**spec, "acquireTime": _fmt(now), "leaseTransitions": 0}}
             try:
-                await asyncio.to_thread(self.coord.create_namespaced_lease, self.namespace,
+                return await self._call(self.coord.create_namespaced_lease, self.namespace,
                                         body)
-                return True
             except ApiException as e2:
                 if e2.status == 409:
-                    return False
+                    return None
                 raise
         holder = lease.spec.holder_identity
-        if holder != self.identity and not (take_expired and self._free(lease)):
-            return False
+        if holder != self.identity and not self._free(lease):
+            return None
         if holder != self.identity:
             spec["acquireTime"] = _fmt(now)
             spec["leaseTransitions"] = (lease.spec.lease_transitions or 0) + 1
         try:
-            await asyncio.to_thread(
+            return await self._call(
                 self.coord.patch_namespaced_lease, name, self.namespace,
                 {"metadata": {"resourceVersion": lease.metadata.resource_version},
                  "spec": spec})
         except ApiException as e:
-            if e.status == 409:
-                return False
+            if e.status in (404, 409):
+                return None
             raise
-        return True
 
-    async def _release(self, bucket: int) -> None:
+    async def _release(self, bucket: int, lease: Any = None) -> None:
         """Give a bucket back, only if we still hold its Lease (never a successor's)."""
         self._valid_until.pop(bucket, None)
+        self._written.pop(bucket, None)
         name = self.lease_name(bucket)
         try:
-            lease = await asyncio.to_thread(self.coord.read_namespaced_lease, name,
-                                            self.namespace)
+            if lease is None:
+                lease = await self._call(self.coord.read_namespaced_lease, name,
+                                                self.namespace)
             if lease.spec.holder_identity != self.identity:
                 return
-            await asyncio.to_thread(
+            await self._call(
                 self.coord.patch_namespaced_lease, name, self.namespace,
                 {"metadata": {"resourceVersion": lease.metadata.resource_version},
                  "spec": {"holderIdentity": None,

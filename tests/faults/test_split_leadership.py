@@ -18,9 +18,9 @@ import pytest
 from kubernetes import client
 from schedulezero_testcluster.cluster import free_port
 
-from .conftest import FIGURES, Objects
-from .kube import wait_for
-from .operator_harness import HandlerProcess, OperatorProcess, ts
+from tests.e2e.kube import wait_for
+from tests.e2e.objects import FIGURES, Objects
+from tests.e2e.operator_harness import HandlerProcess, OperatorProcess, ts
 
 pytestmark = pytest.mark.cluster
 PREFIX = "sz-split-test"
