@@ -76,3 +76,46 @@ def test_bad_endpoints_are_refused_by_schema_and_parser(address: str) -> None:
 def test_a_port_out_of_range_is_refused_by_the_parser() -> None:
     with pytest.raises(ValueError, match="invalid endpoint"):
         Endpoint.parse("h:99999", "zmq")
+
+
+def test_a_run_id_has_the_same_home_on_every_operator() -> None:
+    """Two operators (two pools) that see the same endpoints send a run id's first
+    attempt to the same one: the SDK there dedupes a run sent by both."""
+    a, b = EndpointPool(capacity_per_endpoint=100), EndpointPool(capacity_per_endpoint=100)
+    a.set_ready([ep(1), ep(2), ep(3)])
+    b.set_ready([ep(3), ep(1), ep(2)])
+    b.acquire()  # unequal loads within the bound do not matter
+    for i in range(50):
+        run_id = f"uid-{i}"
+        got_a, got_b = a.acquire(home=run_id), b.acquire(home=run_id)
+        assert got_a is not None and got_a == got_b
+        a.release(got_a)
+        b.release(got_b)
+
+
+def test_homes_spread_and_loads_stay_bounded() -> None:
+    pool = EndpointPool(capacity_per_endpoint=1000)
+    pool.set_ready([ep(n) for n in range(1, 5)])
+    got = [pool.acquire(home=f"run-{i}") for i in range(400)]
+    counts = sorted(sum(1 for g in got if g == ep(n)) for n in range(1, 5))
+    assert counts[-1] <= 1.25 * 400 / 4 + 3, counts
+    assert counts[0] >= 60, counts
+
+
+def test_a_home_endpoint_that_is_full_sends_the_run_elsewhere() -> None:
+    pool = EndpointPool(capacity_per_endpoint=1)
+    pool.set_ready([ep(1), ep(2)])
+    home = pool.acquire(home="run-x")
+    assert home is not None
+    other = pool.acquire(home="run-x")
+    assert other is not None and other != home
+    assert pool.acquire(home="run-x") is None
+
+
+def test_prefer_joins_a_resumed_run_where_it_runs_even_when_full() -> None:
+    pool = EndpointPool(capacity_per_endpoint=1)
+    pool.set_ready([ep(1), ep(2)])
+    assert pool.acquire(prefer=ep(2).key) == ep(2)
+    assert pool.acquire(prefer=ep(2).key) == ep(2), "joining adds no work there"
+    pool.set_ready([ep(1)])
+    assert pool.acquire(prefer=ep(2).key) == ep(1), "gone: anywhere else"

@@ -1,12 +1,24 @@
-"""Per-endpoint in-flight accounting and least-loaded choice.
+"""Per-endpoint in-flight accounting and the choice of an endpoint for each attempt.
 
 Pure bookkeeping (no I/O): the engine asks for a slot before dispatching and
 gives it back after. An endpoint that leaves the Ready set stops receiving new
 jobs at once; its in-flight jobs finish (or fail and are retried elsewhere).
+
+Why a run has a *home* endpoint: the SDK dedupes by run id per process, so a run
+sent twice — by an operator that took over from one that died after dispatching it,
+before its status write — runs once only if both sends reach the same endpoint.
+First attempts therefore go to the run id's rendezvous-hash choice among the Ready
+endpoints (the same on every operator, no coordination), unless that endpoint is
+loaded beyond ``(1 + BOUND_SLACK)`` x the average plus ``BOUND_EXTRA`` (consistent
+hashing with bounded loads: the balance of least-loaded within a constant factor; the
+few extra keep small loads from defeating the affinity). Retries go to the
+least-loaded endpoint, avoiding the one that just failed.
 """
 
 from __future__ import annotations
 
+import math
+import zlib
 from dataclasses import dataclass
 
 from .clients import Endpoint
@@ -18,6 +30,15 @@ class _Slot:
     capacity: int
     in_flight: int = 0
     ready: bool = True
+
+
+BOUND_SLACK = 0.25
+BOUND_EXTRA = 2
+
+
+def _rank(run_id: str, key: str) -> int:
+    """Rendezvous (highest random weight) score of ``key`` for ``run_id``."""
+    return zlib.crc32(f"{key}|{run_id}".encode())
 
 
 class EndpointPool:
@@ -60,11 +81,31 @@ class EndpointPool:
     def free(self) -> int:
         return sum(max(0, s.capacity - s.in_flight) for s in self._slots.values() if s.ready)
 
-    def acquire(self, avoid: str | None = None) -> Endpoint | None:
-        """The least-loaded Ready endpoint with a free slot (``avoid`` loses ties), or None."""
+    def acquire(self, avoid: str | None = None, home: str | None = None,
+                prefer: str | None = None) -> Endpoint | None:
+        """An endpoint for one attempt, or None when every Ready endpoint is full.
+
+        ``prefer`` (a key): that endpoint if it is Ready, even when full — a resumed run
+        joins the execution it already has there, it adds no work. ``home`` (a run id):
+        the run's rendezvous choice if its load is within the bound. Otherwise the
+        least-loaded endpoint (``avoid`` loses ties).
+        """
+        if prefer is not None:
+            slot = self._slots.get(prefer)
+            if slot is not None and slot.ready:
+                slot.in_flight += 1
+                return slot.endpoint
         candidates = [s for s in self._slots.values() if s.ready and s.in_flight < s.capacity]
         if not candidates:
             return None
+        if home is not None:
+            ready = [s for s in self._slots.values() if s.ready]
+            chosen = max(ready, key=lambda s: _rank(home, s.endpoint.key))
+            bound = math.ceil((1 + BOUND_SLACK) * (sum(s.in_flight for s in ready) + 1)
+                              / len(ready)) + BOUND_EXTRA
+            if chosen.in_flight < chosen.capacity and chosen.in_flight + 1 <= bound:
+                chosen.in_flight += 1
+                return chosen.endpoint
         self._rr += 1
         n = len(candidates)
         best = min(

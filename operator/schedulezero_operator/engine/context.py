@@ -3,6 +3,7 @@ observer."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,6 +38,22 @@ class Context:
         self.timers = TimerQueue(self.clock)
         self.writer = StatusWriter(self.kube, self.tasks,
                                    fence=lambda ns, name: self.fence(ns, name))
+
+    async def fence_returns(self, namespace: str, name: str, wait: float) -> bool:
+        """Wait (at most ``wait`` s) until this process may act for the object again.
+
+        A fence lapses for a moment when a Lease renewal is slow (an overloaded API
+        server) although nobody else took the Lease; what was due meanwhile then goes
+        out late rather than being lost. When the Lease really is lost, the caller's
+        Schedule is dropped (its task cancelled) long before ``wait`` runs out.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while not self.fence(namespace, name):
+            if loop.time() >= deadline:
+                return False
+            await asyncio.sleep(0.05)
+        return True
 
     def event(self, obj: dict[str, Any], kind: str, type_: str, reason: str, message: str,
               *, every: float = 60.0) -> None:

@@ -12,6 +12,7 @@ import asyncio
 import heapq
 import itertools
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from ..dispatch import Endpoint, EndpointPool
 from .decisions import PRIORITY_RANK
@@ -19,21 +20,30 @@ from .decisions import PRIORITY_RANK
 _PRIORITY_NAME = {rank: name for name, rank in PRIORITY_RANK.items()}
 
 
+@dataclass(frozen=True)
+class _Want:
+    """What one attempt asks of the choice of endpoint (see ``EndpointPool.acquire``)."""
+
+    avoid: str | None = None
+    home: str | None = None
+    prefer: str | None = None
+
+
 class EndpointQueue:
     def __init__(self, on_change: Callable[[], None] = lambda: None) -> None:
         self.pool = EndpointPool()
-        self._waiters: list[tuple[int, int, asyncio.Future[Endpoint]]] = []
+        self._waiters: list[tuple[int, int, asyncio.Future[Endpoint], _Want]] = []
         self._seq = itertools.count()
         self.on_change = on_change  # demand changed: status and the scaler want to know
 
     @property
     def queued(self) -> int:
-        return sum(1 for _, _, f in self._waiters if not f.done())
+        return sum(1 for _, _, f, _ in self._waiters if not f.done())
 
     def queued_by_priority(self) -> dict[str, int]:
         """Runs waiting, per priority (every priority present, 0 when none wait)."""
         counts = dict.fromkeys(PRIORITY_RANK, 0)
-        for rank, _, f in self._waiters:
+        for rank, _, f, _ in self._waiters:
             if not f.done():
                 counts[_PRIORITY_NAME[rank]] += 1
         return counts
@@ -51,19 +61,19 @@ class EndpointQueue:
         self.pool.set_ready(endpoints, capacity=capacity)
         self.wake()
 
-    async def acquire(self, priority: str, wait: float, avoid: str | None = None
-                      ) -> Endpoint | None:
-        """A slot on the least-loaded Ready endpoint, or None after ``wait`` seconds.
-
-        ``avoid`` (an endpoint's name) loses ties: a retry goes elsewhere if it can.
+    async def acquire(self, priority: str, wait: float, avoid: str | None = None,
+                      home: str | None = None, prefer: str | None = None) -> Endpoint | None:
+        """A slot for one attempt (see ``EndpointPool.acquire``), or None after ``wait``
+        seconds. ``avoid``/``prefer`` are endpoint names (as status shows them), ``home``
+        a run id; a run that has to wait keeps them for when a slot frees up.
         """
-        avoid_key = next((e.key for e in self.pool.ready_endpoints if str(e) == avoid), None)
-        if not self._waiters:
-            ep = self.pool.acquire(avoid=avoid_key)
+        want = _Want(avoid, home, prefer)
+        if not self._waiters or prefer is not None:
+            ep = self._take(want)
             if ep is not None:
                 return ep
         fut: asyncio.Future[Endpoint] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._waiters, (PRIORITY_RANK[priority], next(self._seq), fut))
+        heapq.heappush(self._waiters, (PRIORITY_RANK[priority], next(self._seq), fut, want))
         self.on_change()
         try:
             async with asyncio.timeout(wait):
@@ -80,6 +90,11 @@ class EndpointQueue:
                 fut.cancel()
             self.on_change()
 
+    def _take(self, want: _Want) -> Endpoint | None:
+        keys = {str(e): e.key for e in self.pool.ready_endpoints}
+        return self.pool.acquire(avoid=keys.get(want.avoid or ""), home=want.home,
+                                 prefer=keys.get(want.prefer or ""))
+
     def release(self, endpoint: Endpoint) -> None:
         self.pool.release(endpoint)
         self.wake()
@@ -87,11 +102,11 @@ class EndpointQueue:
     def wake(self) -> None:
         """Hand free slots to waiters, best priority first."""
         while self._waiters:
-            _, _, fut = self._waiters[0]
+            _, _, fut, want = self._waiters[0]
             if fut.done():
                 heapq.heappop(self._waiters)
                 continue
-            ep = self.pool.acquire()
+            ep = self._take(want)
             if ep is None:
                 break
             heapq.heappop(self._waiters)

@@ -39,6 +39,8 @@ from .timers import Continuation
 from .times import iso, parse_iso
 
 log = logging.getLogger("schedulezero.firing")
+# How long a slot due while our fence is down waits for it (see Context.fence_returns).
+FENCE_WAIT = 60.0
 
 
 class Firing:
@@ -124,6 +126,9 @@ class Firing:
             return None
         if s.claim_lost:
             log.info("%s: slot %s claimed by another operator; not firing", s.ref, iso(slot))
+        elif not self.ctx.fence(s.namespace, s.name):
+            self.ctx.tasks.spawn(self._fire_when_fenced_in(slot, fire_at))
+            return None
         elif s.claim_until is None or slot > s.claim_until:
             # Our claim write has not landed yet (right after start-up): wait for it.
             self.ctx.tasks.spawn(self._fire_when_claimed(slot, fire_at))
@@ -138,6 +143,15 @@ class Firing:
         s = self.s
         if not s.deleted and s.trigger is not None and armed == self._armed:
             self.set_next(next_fire(s.trigger, slot))
+
+    async def _fire_when_fenced_in(self, slot: dt.datetime, fire_at: dt.datetime) -> None:
+        """Our fence lapsed (a slow Lease renewal): late rather than lost, again."""
+        s = self.s
+        armed = self._armed
+        if await self.ctx.fence_returns(s.namespace, s.name, FENCE_WAIT) and not s.deleted:
+            self.fire(slot, fire_at=fire_at)  # says "not firing" if the wait ran out
+            await asyncio.sleep(0)
+        self._advance(slot, armed)
 
     async def _fire_when_claimed(self, slot: dt.datetime, fire_at: dt.datetime) -> None:
         """Late rather than lost: wait (at most the claim grace) for our claim to land."""
@@ -154,8 +168,10 @@ class Firing:
                 pass
         if s.claim_until is not None and slot <= s.claim_until and not s.deleted \
                 and not s.claim_lost:
-            self.fire(slot, fire_at=fire_at)
-            await asyncio.sleep(0)  # dispatch before the next-slot math
+            await self.ctx.fence_returns(s.namespace, s.name, FENCE_WAIT)
+            if not s.deleted:
+                self.fire(slot, fire_at=fire_at)
+                await asyncio.sleep(0)  # dispatch before the next-slot math
         self._advance(slot, armed)
 
     def _claim_settled(self, slot: dt.datetime) -> bool:
@@ -300,7 +316,8 @@ class Firing:
             self._maybe_pause(quiet=True)
         for entry in s.record.active:
             slot = parse_iso(entry.scheduled_time) or self.ctx.clock.now()
-            run = Run(entry.run_id, slot, slot, attempt=entry.attempt or 1)
+            run = Run(entry.run_id, slot, slot, attempt=entry.attempt or 1,
+                      resume_on=entry.endpoint)
             if run.attempt < s.spec.retry.max_attempts:
                 # Same run id: a handler that still has it running joins, not re-runs.
                 run.attempt += 1

@@ -32,6 +32,7 @@ from .times import iso, later
 log = logging.getLogger("schedulezero.runs")
 NO_ENDPOINT_WAIT = 300.0  # seconds a run waits for a Ready endpoint without a deadline
 SUSPECT_ERRORS = frozenset({"Timeout", "ConnectionError"})
+FENCE_WAIT = 60.0  # a run whose fence lapsed waits this long for it (Context.fence_returns)
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,10 @@ class RunExecutor:
             if refused:
                 run.attempt -= 1  # this one is not sent: attempts made so far
                 return Finished(Outcome.FAILED, refused)
-            endpoint = await handler.queue.acquire(spec.priority, wait, avoid=run.endpoint)
+            endpoint = await handler.queue.acquire(
+                spec.priority, wait, avoid=run.endpoint, prefer=run.resume_on,
+                home=run.run_id if run.endpoint is None else None)
+            run.resume_on = None
             if endpoint is None:
                 why = f" ({reasons_text(handler.down)})" if handler.down else ""
                 return Finished(Outcome.MISSED, (
@@ -71,7 +75,9 @@ class RunExecutor:
                     else f"handler {spec.handler} not found in {namespace}"))
             if not self.ctx.fence(namespace, name):
                 handler.queue.release(endpoint)
-                raise Fenced(run.run_id)
+                if not await self.ctx.fence_returns(namespace, name, FENCE_WAIT):
+                    raise Fenced(run.run_id)
+                continue
             refused = not_allowed(handler, spec.method)  # the Handler changed meanwhile
             if refused:
                 handler.queue.release(endpoint)

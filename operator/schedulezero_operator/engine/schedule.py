@@ -27,6 +27,7 @@ class Run:
     attempt: int = 1
     start: dt.datetime | None = None  # first dispatch
     endpoint: str | None = None  # of the latest attempt
+    resume_on: str | None = None  # a previous operator's endpoint for this run: join it there
     task: asyncio.Task[None] | None = None
     current: Endpoint | None = None  # while an attempt is in flight
 

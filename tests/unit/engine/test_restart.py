@@ -96,6 +96,23 @@ async def test_a_run_left_active_resumes_with_the_same_id_and_the_next_attempt()
     assert not st["active"] and st["counters"]["succeeded"] == 1
 
 
+@pytest.mark.parametrize("where", ["10.0.0.1:4244", "10.0.0.2:4244"])
+@virtual_time
+async def test_a_run_left_active_is_resumed_on_the_endpoint_that_has_it(where: str) -> None:
+    """The SDK dedupes per process: the resumed attempt must reach the same endpoint to
+    join the execution still running there, whatever the load-balancing would pick."""
+    kube = FakeKube()
+    handler(kube, endpoints=["10.0.0.1:4244", "10.0.0.2:4244"])
+    kube.create("schedules", "long", {"handler": "h", "method": "heartbeat",
+                                      "interval": "1h", "suspend": True},
+                status={"active": [{"runId": "uid-long-1", "scheduledTime": stamp(-5),
+                                    "attempt": 1, "endpoint": where}]}, created=LONG_AGO)
+    async with Operator(kube, identity="op-b") as second:
+        await until("outcome", lambda: kube.status("long").get("lastResult"))
+    (call,) = second.dispatcher.calls
+    assert (call.run_id, call.attempt, str(call.endpoint)) == ("uid-long-1", 2, where)
+
+
 @virtual_time
 async def test_a_run_left_active_in_its_last_attempt_is_failed() -> None:
     kube = FakeKube()
