@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PYTHONPATH := $(CURDIR)/hack$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: help venv binaries cluster-up cluster-down run test lint unit e2e crds check-crds bench bench-dispatch bench-timing bench-firing bench-cronjob bench-fleet faults clean
+.PHONY: help venv binaries cluster-up cluster-down run test lint unit e2e crds check-crds bench bench-dispatch bench-timing bench-firing bench-cronjob bench-fleet bench-growth bench-replicas bench-plots faults soak clean
 
 help:
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -44,9 +44,12 @@ unit: $(STAMP) ## unit tests only (no cluster)
 test: $(STAMP) binaries lint ## everything: lint, unit, integration, e2e
 	$(PY) -m pytest tests -q -p no:cacheprovider
 
-faults: $(STAMP) binaries ## fault scenarios alone (also part of `make test`): kills, freezes, silent endpoints
-	$(PY) -m pytest -q -p no:cacheprovider tests/e2e/test_faults.py tests/e2e/test_split_leadership.py \
+faults: $(STAMP) binaries ## every fault scenario, full size (CI runs compact forms in `make test`)
+	SZ_FAULTS_FULL=1 $(PY) -m pytest -q -p no:cacheprovider tests/faults \
 		tests/e2e/test_ha.py tests/e2e/test_sharding.py tests/e2e/test_legacy_handlers.py
+
+soak: $(STAMP) binaries ## 10 min, 2 replicas, 100 fires/s, pod kill every 30 s, leader kill every 2 min
+	$(PY) bench/soak.py --minutes 10
 
 crds: $(STAMP) ## regenerate crds/ and the chart's crds/ from the models
 	$(PY) -m schedulezero_operator.api.crd
@@ -67,6 +70,15 @@ bench-firing: $(STAMP) binaries ## 1,000 Schedules: interval, cron mix, same-sec
 
 bench-fleet: $(STAMP) binaries ## 10,000 stored Schedules at operator start: arming time, RSS, idle CPU
 	$(PY) bench/fleet.py --schedules 10000
+
+bench-growth: $(STAMP) binaries ## 100 -> 1,000 -> 10,000 Schedules at 100 fires/s (bench/results/growth.json)
+	$(PY) bench/growth.py --kind growth
+
+bench-replicas: $(STAMP) binaries ## 1 vs 2 operator replicas at 100, 250, 500 fires/s
+	$(PY) bench/growth.py --kind replicas
+
+bench-plots: $(STAMP) ## lateness CDF and growth PNGs from the saved results
+	$(PY) bench/plots.py
 
 bench-cronjob: $(STAMP) binaries ## N minute-crons due at one second: CronJob vs Schedule (N = 10, 100)
 	$(PY) bench/vs_cronjob.py --n 10 100

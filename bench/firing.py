@@ -77,6 +77,14 @@ def proc_cpu_rss(pid: int) -> tuple[float, float]:
     return cpu, rss
 
 
+def machine_cpu() -> tuple[int, int]:
+    """(busy, total) jiffies of the whole machine, from /proc/stat: the share the API
+    server, etcd and the handler take beside the operator (2 cores here)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return sum(values) - idle, sum(values)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--schedules", type=int, default=200)
@@ -84,14 +92,18 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--warmup", type=float, default=10)
     parser.add_argument("--mix", choices=["interval", "cron", "burst"], default="interval")
+    parser.add_argument("--replicas", type=int, default=1,
+                        help="operator replicas (>1: --leader-elect with that many buckets)")
+    parser.add_argument("--name", help="results file stem (default firing-<mix>-<N>)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="sz-bench-"))
     with control_plane(work) as api:
         bench(args, work, api)
 
 
-def bench(args: argparse.Namespace, work: Path, api: client.ApiClient) -> None:
-    handler = operator = None
+def bench(args: argparse.Namespace, work: Path, api: client.ApiClient) -> dict[str, Any]:
+    handler = None
+    operators: list[OperatorProcess] = []
     ns: str | None = None
     try:
         core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
@@ -100,8 +112,12 @@ def bench(args: argparse.Namespace, work: Path, api: client.ApiClient) -> None:
         handler = HandlerProcess(work, concurrency=1024)
         handler.argv += ["--log-level", "WARNING"]
         handler.start()
-        operator = OperatorProcess(work / "operator.log")
-        operator.start()
+        replicas = getattr(args, "replicas", 1)
+        for i in range(replicas):
+            extra = ["--leader-elect", "--buckets", str(4 * replicas), "--lease-namespace", ns,
+                     "--lease-name", "sz-bench"] if replicas > 1 else []
+            operators.append(OperatorProcess(work / f"operator-{i}.log", *extra))
+            operators[-1].start()
         custom.create_namespaced_custom_object("schedulezero.io", "v1alpha1", ns, "handlers", {
             "apiVersion": "schedulezero.io/v1alpha1", "kind": "Handler",
             "metadata": {"name": "h"},
@@ -122,14 +138,20 @@ def bench(args: argparse.Namespace, work: Path, api: client.ApiClient) -> None:
             list(pool.map(create, specs))
         created_s = time.time() - t0
         time.sleep(args.warmup)
-        assert operator.proc is not None
+        pids = [op.proc.pid for op in operators if op.proc is not None]
         window_start = time.time()
         writes_before = status_patches(api)
-        cpu_before, rss_before = proc_cpu_rss(operator.proc.pid)
+        usage_before = [proc_cpu_rss(pid) for pid in pids]
+        machine_before = machine_cpu()
         time.sleep(args.seconds)
+        machine_after = machine_cpu()
         window_end = time.time()
         writes = status_patches(api) - writes_before
-        cpu_after, rss_after = proc_cpu_rss(operator.proc.pid)
+        usage_after = [proc_cpu_rss(pid) for pid in pids]
+        cpu_before = sum(c for c, _ in usage_before)
+        cpu_after = sum(c for c, _ in usage_after)
+        rss_before = sum(r for _, r in usage_before)
+        rss_after = sum(r for _, r in usage_after)
         time.sleep(2)  # let in-window runs land
 
         rows = handler.executions("heartbeat")
@@ -165,7 +187,9 @@ def bench(args: argparse.Namespace, work: Path, api: client.ApiClient) -> None:
             "status_patches": writes, "patches_per_run": writes / max(1, len(in_window)),
             "operator_cpu_percent": 100 * (cpu_after - cpu_before) / (window_end - window_start),
             "operator_rss_mib": rss_after, "operator_rss_start_mib": rss_before,
-            "create_seconds": created_s, "cpus": os.cpu_count(),
+            "create_seconds": created_s, "cpus": os.cpu_count(), "replicas": len(operators),
+            "machine_cpu_percent": 100 * (machine_after[0] - machine_before[0])
+            / max(1, machine_after[1] - machine_before[1]),
             "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         for k, v in result.items():
@@ -175,18 +199,21 @@ def bench(args: argparse.Namespace, work: Path, api: client.ApiClient) -> None:
                           f"  p99 {f['p99_ms']:8.1f} ms  max {f['max_ms']:8.1f} ms")
                 continue
             print(f"{k:>22}: {v:.2f}" if isinstance(v, float) else f"{k:>22}: {v}")
-        name = f"firing-{args.schedules}" if args.mix == "interval" else \
-            f"firing-{args.mix}-{args.schedules}"
+        result["lateness_cdf_ms"] = [pct(lateness, q / 200) for q in range(201)]
+        name = getattr(args, "name", None) or (
+            f"firing-{args.schedules}" if args.mix == "interval"
+            else f"firing-{args.mix}-{args.schedules}")
         out = REPO / "bench" / "results" / f"{name}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2))
         print(f"saved {out.relative_to(REPO)}")
+        return result
     finally:
         if ns is not None:  # leave the cluster as found (an operator elsewhere would fire them)
             subprocess.run(["kubectl", "delete", "namespace", ns, "--wait=false"],
                            capture_output=True)
-        if operator:
-            operator.stop()
+        for op in operators:
+            op.stop()
         if handler:
             handler.stop()
 

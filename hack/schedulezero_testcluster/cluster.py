@@ -91,12 +91,15 @@ class LocalCluster:
     with_node_agent: bool = True
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    _commands: dict[str, tuple[list[str], dict[str, str] | None]] = field(
+        default_factory=dict)
 
     @property
     def kubeconfig(self) -> Path:
         return self.directory / "kubeconfig"
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+        self._commands[name] = (argv, env)
         log_path = self.directory / "logs" / f"{name}.log"
         log = log_path.open("ab")
         self.processes[name] = subprocess.Popen(
@@ -236,6 +239,32 @@ class LocalCluster:
                 return
             time.sleep(0.3)
         raise TimeoutError("controller-manager/node agent not ready in time")
+
+    def restart(self, name: str, down_for: float, sig: int = signal.SIGTERM) -> None:
+        """Stop one component (``etcd``, ``kube-apiserver``, ...) with ``sig``, keep it
+        down ``down_for`` seconds, start it again with the same command line.
+
+        For fault tests: a restart is not a freeze — connections are reset, watches
+        end, and a restarted API server serves again only after its own start-up.
+        """
+        self._terminate(self.processes[name], grace=15.0, sig=sig)
+        time.sleep(down_for)
+        argv, env = self._commands[name]
+        self._spawn(name, argv, env)
+
+    @staticmethod
+    def _terminate(proc: subprocess.Popen[bytes], grace: float,
+                   sig: int = signal.SIGTERM) -> None:
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                return
+            try:
+                proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
 
     def stop(self, grace: float = 15.0) -> None:
         """Stop in reverse start order; the node agent first stops its pods."""

@@ -8,7 +8,7 @@ from typing import Any
 from kubernetes import client
 
 LATENESS_MS: list[float] = []
-FIGURES: dict[str, float] = {}
+FIGURES: dict[str, float | str] = {}
 
 
 class Objects:

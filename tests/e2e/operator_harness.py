@@ -49,12 +49,12 @@ class Proc:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
 
-    def wait_listening(self, port: int, timeout: float = 15) -> None:
-        """Until something accepts TCP connections on 127.0.0.1:``port``."""
+    def wait_listening(self, port: int, host: str = "127.0.0.1", timeout: float = 15) -> None:
+        """Until something accepts TCP connections on ``host``:``port``."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                socket.create_connection((host, port), timeout=0.2).close()
                 return
             except OSError:
                 time.sleep(0.05)
@@ -77,21 +77,22 @@ class HandlerProcess(Proc):
     """An SDK handler serving examples.handlers.testing:TestHandler on 127.0.0.1."""
 
     def __init__(self, directory: Path, protocol: str = "zmq", concurrency: int = 4,
-                 target: str = "examples.handlers.testing:TestHandler") -> None:
+                 target: str = "examples.handlers.testing:TestHandler",
+                 host: str = "127.0.0.1") -> None:
         self.port = free_port()
         self.record = directory / f"executions-{self.port}.jsonl"
         super().__init__(
             [sys.executable, "-m", "schedulezero_handler", target, "--protocol", protocol,
-             "--bind", "127.0.0.1", "--port", str(self.port), "--http-port", str(self.port),
+             "--bind", host, "--port", str(self.port), "--http-port", str(self.port),
              "--concurrency", str(concurrency), "--grace", "2"],
             directory / f"handler-{self.port}.log",
             env={"SZ_TEST_RECORD": str(self.record), "PYTHONPATH": str(REPO)},
         )
-        self.address = f"127.0.0.1:{self.port}"
+        self.host, self.address = host, f"{host}:{self.port}"
 
     def start(self) -> None:
         super().start()
-        self.wait_listening(self.port)
+        self.wait_listening(self.port, self.host)
 
     def executions(self, method: str | None = None) -> list[dict[str, Any]]:
         return read_records(self.record, method)

@@ -119,3 +119,21 @@ def test_prefer_joins_a_resumed_run_where_it_runs_even_when_full() -> None:
     assert pool.acquire(prefer=ep(2).key) == ep(2), "joining adds no work there"
     pool.set_ready([ep(1)])
     assert pool.acquire(prefer=ep(2).key) == ep(1), "gone: anywhere else"
+
+
+def test_an_endpoint_garbling_its_replies_is_quarantined_longer_each_time() -> None:
+    now = [0.0]
+    pool = EndpointPool(capacity_per_endpoint=10, clock=lambda: now[0])
+    pool.set_ready([ep(1), ep(2)])
+    assert pool.report(ep(1), bad_reply=True) is None
+    assert pool.report(ep(1), bad_reply=True) is None
+    assert pool.report(ep(1), bad_reply=True) == 10.0, "the third bad reply in a row"
+    assert {str(pool.acquire()) for _ in range(4)} == {"pod-2"}
+    now[0] = 10.0
+    assert pool.acquire(prefer=ep(1).key) == ep(1), "let back after 10 s"
+    assert pool.report(ep(1), bad_reply=True) == 20.0, "garbled again at once: doubled"
+    now[0] = 29.0
+    assert pool.acquire(prefer=ep(1).key) == ep(2)
+    now[0] = 30.0
+    pool.report(ep(1), bad_reply=False)  # one good reply clears it
+    assert pool.report(ep(1), bad_reply=True) is None

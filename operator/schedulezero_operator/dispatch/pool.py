@@ -13,12 +13,20 @@ loaded beyond ``(1 + BOUND_SLACK)`` x the average plus ``BOUND_EXTRA`` (consiste
 hashing with bounded loads: the balance of least-loaded within a constant factor; the
 few extra keep small loads from defeating the affinity). Retries go to the
 least-loaded endpoint, avoiding the one that just failed.
+
+Why a quarantine: an endpoint that answers its health probe but garbles its job
+replies (``ProtocolError``) is not caught by the probe; after ``QUARANTINE_AFTER``
+bad replies in a row it gets no work for ``QUARANTINE_FIRST`` seconds, doubling (up
+to ``QUARANTINE_MAX``) each time it is let back and garbles again; one good reply
+clears it.
 """
 
 from __future__ import annotations
 
 import math
+import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .clients import Endpoint
@@ -30,10 +38,15 @@ class _Slot:
     capacity: int
     in_flight: int = 0
     ready: bool = True
+    bad_replies: int = 0  # in a row
+    out_for: float = 0.0  # the last quarantine's length (0: none since the last good reply)
+    out_until: float = 0.0  # monotonic
 
 
 BOUND_SLACK = 0.25
 BOUND_EXTRA = 2
+QUARANTINE_AFTER = 3
+QUARANTINE_FIRST, QUARANTINE_MAX = 10.0, 300.0
 
 
 def _rank(run_id: str, key: str) -> int:
@@ -42,8 +55,10 @@ def _rank(run_id: str, key: str) -> int:
 
 
 class EndpointPool:
-    def __init__(self, capacity_per_endpoint: int = 1) -> None:
+    def __init__(self, capacity_per_endpoint: int = 1,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.capacity_per_endpoint = capacity_per_endpoint
+        self._clock = clock
         self._slots: dict[str, _Slot] = {}
         self._rr = 0  # rotates ties so equal endpoints share the load
 
@@ -90,16 +105,18 @@ class EndpointPool:
         the run's rendezvous choice if its load is within the bound. Otherwise the
         least-loaded endpoint (``avoid`` loses ties).
         """
+        now = self._clock()
+        usable = [s for s in self._slots.values() if s.ready and s.out_until <= now]
         if prefer is not None:
             slot = self._slots.get(prefer)
-            if slot is not None and slot.ready:
+            if slot is not None and slot in usable:
                 slot.in_flight += 1
                 return slot.endpoint
-        candidates = [s for s in self._slots.values() if s.ready and s.in_flight < s.capacity]
+        candidates = [s for s in usable if s.in_flight < s.capacity]
         if not candidates:
             return None
         if home is not None:
-            ready = [s for s in self._slots.values() if s.ready]
+            ready = usable
             chosen = max(ready, key=lambda s: _rank(home, s.endpoint.key))
             bound = math.ceil((1 + BOUND_SLACK) * (sum(s.in_flight for s in ready) + 1)
                               / len(ready)) + BOUND_EXTRA
@@ -116,6 +133,22 @@ class EndpointPool:
         slot = candidates[best]
         slot.in_flight += 1
         return slot.endpoint
+
+    def report(self, endpoint: Endpoint, *, bad_reply: bool) -> float | None:
+        """The outcome of an attempt's reply; the quarantine (seconds) it starts, if any."""
+        slot = self._slots.get(endpoint.key)
+        if slot is None:
+            return None
+        if not bad_reply:
+            slot.bad_replies, slot.out_for = 0, 0.0
+            return None
+        slot.bad_replies += 1
+        if slot.bad_replies < QUARANTINE_AFTER and not slot.out_for:
+            return None
+        slot.out_for = min(QUARANTINE_MAX, slot.out_for * 2 or QUARANTINE_FIRST)
+        slot.out_until = self._clock() + slot.out_for
+        slot.bad_replies = 0
+        return slot.out_for
 
     def release(self, endpoint: Endpoint) -> None:
         slot = self._slots.get(endpoint.key)

@@ -99,6 +99,17 @@ class RunExecutor:
                     timeout=spec.timeout_seconds, schedule=ref, scheduled_time=iso(run.slot),
                     attempt=run.attempt,
                     deadline=iso(later(now, dt.timedelta(seconds=spec.timeout_seconds))))
+                # A reply garbled on the wire counts towards a quarantine, a well-formed
+                # one (success or the handler's own error) clears it; a timeout or a lost
+                # connection is neither (probes judge those, and a slow job is no sign).
+                quarantine = None
+                if result.ok or result.error_type not in SUSPECT_ERRORS:
+                    quarantine = handler.queue.pool.report(
+                        endpoint, bad_reply=result.error_type == "ProtocolError")
+                if quarantine:
+                    log.warning("%s: endpoint %s answers jobs with malformed replies; no "
+                                "jobs for it for %gs (%s)", spec.handler, endpoint, quarantine,
+                                result.message)
                 if not result.ok and result.error_type in SUSPECT_ERRORS:
                     # Before the slot is released: no waiting run gets this endpoint first.
                     self.handlers.suspect(namespace, spec.handler, endpoint,
