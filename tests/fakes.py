@@ -160,6 +160,7 @@ class FakeKube:
         self.patches: list[tuple[str, str, str | None, dict[str, Any]]] = []
         self.conflicts = 0
         self.gets = 0
+        self.deployment_applies = 0
         self.events: list[Event] = []
         self.secrets: dict[tuple[str, str], dict[str, bytes]] = {}
         self.deployments: dict[tuple[str, str], dict[str, Any]] = {}
@@ -317,6 +318,7 @@ class FakeKube:
         return copy.deepcopy(dep) if dep is not None else None
 
     async def apply_deployment(self, body: dict[str, Any]) -> dict[str, Any]:
+        self.deployment_applies += 1
         key = (body["metadata"]["namespace"], body["metadata"]["name"])
         current = self.deployments.get(key)
         if current is not None:

@@ -66,11 +66,27 @@ class Proc:
 
 class OperatorProcess(Proc):
     """``python -m schedulezero_operator *args``; /metrics off unless ``args`` ask for it
-    (``--metrics-port N``), so test operators never compete for the default port."""
+    (``--metrics-port N``), so test operators never compete for the default port.
+
+    ``start`` returns once the engine runs (its log says so), so a test creating objects
+    next does not race the operator's start-up (slots due before it ran would be caught
+    up or recorded Missed, as for any operator that was down)."""
 
     def __init__(self, log: Path, *args: str) -> None:
         super().__init__([sys.executable, "-m", "schedulezero_operator", "--metrics-port", "0",
                           *args], log)
+
+    def start(self, timeout: float = 60) -> None:
+        offset = self.log.stat().st_size if self.log.exists() else 0
+        super().start()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if "engine started" in self.log.read_text()[offset:]:
+                return
+            if self.proc is not None and self.proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        raise RuntimeError(f"the operator did not start: {self.tail()}")
 
 
 class HandlerProcess(Proc):

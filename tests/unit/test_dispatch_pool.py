@@ -137,3 +137,21 @@ def test_an_endpoint_garbling_its_replies_is_quarantined_longer_each_time() -> N
     now[0] = 30.0
     pool.report(ep(1), bad_reply=False)  # one good reply clears it
     assert pool.report(ep(1), bad_reply=True) is None
+
+
+def test_an_unbounded_home_ignores_load_but_not_capacity() -> None:
+    """Catch-up after a take-over: many runs at once, each maybe already sent by the
+    predecessor, so each must reach its home whatever the momentary imbalance."""
+    pool = EndpointPool(capacity_per_endpoint=1000)
+    pool.set_ready([ep(1), ep(2), ep(3)])
+    homes = {}
+    for i in range(300):
+        probe = EndpointPool(capacity_per_endpoint=1000)
+        probe.set_ready([ep(1), ep(2), ep(3)])
+        homes[f"run-{i}"] = probe.acquire(home=f"run-{i}")
+    got = {f"run-{i}": pool.acquire(home=f"run-{i}", bounded=False) for i in range(300)}
+    assert got == homes
+    small = EndpointPool(capacity_per_endpoint=1)
+    small.set_ready([ep(1), ep(2)])
+    first = small.acquire(home="x", bounded=False)
+    assert small.acquire(home="x", bounded=False) not in (None, first), "full: elsewhere"

@@ -109,5 +109,24 @@ def test_install_patches_kopfs_two_decode_sites() -> None:
     assert "api.get(" in inspect.getsource(fetching)
     assert "api.stream(" in inspect.getsource(watching)
     safe_decode.install()
-    assert api.json.loads is safe_decode.loads
+    deep = b'{"type": "ADDED", "object": {"spec": ' + b"[" * 5000 + b"]" * 5000 + b"}}"
+    assert safe_decode.TOO_DEEP in str(api.json.loads(deep)), "the bounded decoder, no crash"
     assert api.get.__module__ == safe_decode.__name__
+
+
+def test_our_own_status_echo_reaches_kopf_as_a_bookmark() -> None:
+    """The engine says which objects echo its own last write; those skip kopf's handlers
+    (a BOOKMARK keeps the stream's resourceVersion), everything else passes unchanged."""
+    echoes = safe_decode.EchoFilter()
+    mine = {"kind": "Schedule", "apiVersion": "schedulezero.io/v1alpha1",
+            "metadata": {"name": "a", "namespace": "n", "resourceVersion": "42"}}
+    other = {**mine, "metadata": {**mine["metadata"], "resourceVersion": "43"}}
+    echoes.absorb = lambda obj: obj["metadata"]["resourceVersion"] == "42"
+    out = echoes({"type": "MODIFIED", "object": mine})
+    assert out == {"type": "BOOKMARK", "object": {
+        "apiVersion": "schedulezero.io/v1alpha1", "kind": "Schedule",
+        "metadata": {"resourceVersion": "42"}}}
+    for event in ({"type": "MODIFIED", "object": other}, {"type": "ADDED", "object": mine},
+                  {"type": "DELETED", "object": mine}, {"kind": "ScheduleList"}):
+        assert echoes(event) is event
+    assert echoes.absorbed == 1

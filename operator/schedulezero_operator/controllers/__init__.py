@@ -115,6 +115,7 @@ async def _startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -
         rt.elector = elector
         rt.tasks.append(loop.create_task(elector.run()))
     rt.engine = eng
+    safe_decode.ECHOES.absorb = eng.absorb_echo  # our own status echoes skip kopf
     if rt.metrics is not None:
         rt.metrics.bind(eng, rt.elector)
         if rt.metrics_server is None:
@@ -134,6 +135,7 @@ async def _startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -
 async def _cleanup(memo: kopf.Memo, **_: Any) -> None:
     rt = runtime(memo)
     eng, rt.engine = rt.engine, None
+    safe_decode.ECHOES.absorb = None
     if rt.registry_server is not None:
         await rt.registry_server.stop()
         rt.registry_server = None

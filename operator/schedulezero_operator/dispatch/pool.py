@@ -97,13 +97,14 @@ class EndpointPool:
         return sum(max(0, s.capacity - s.in_flight) for s in self._slots.values() if s.ready)
 
     def acquire(self, avoid: str | None = None, home: str | None = None,
-                prefer: str | None = None) -> Endpoint | None:
+                prefer: str | None = None, bounded: bool = True) -> Endpoint | None:
         """An endpoint for one attempt, or None when every Ready endpoint is full.
 
         ``prefer`` (a key): that endpoint if it is Ready, even when full — a resumed run
         joins the execution it already has there, it adds no work. ``home`` (a run id):
-        the run's rendezvous choice if its load is within the bound. Otherwise the
-        least-loaded endpoint (``avoid`` loses ties).
+        the run's rendezvous choice if its load is within the bound (``bounded``; else
+        whenever it has a free slot: a run a predecessor may have sent there). Otherwise
+        the least-loaded endpoint (``avoid`` loses ties).
         """
         now = self._clock()
         usable = [s for s in self._slots.values() if s.ready and s.out_until <= now]
@@ -120,7 +121,7 @@ class EndpointPool:
             chosen = max(ready, key=lambda s: _rank(home, s.endpoint.key))
             bound = math.ceil((1 + BOUND_SLACK) * (sum(s.in_flight for s in ready) + 1)
                               / len(ready)) + BOUND_EXTRA
-            if chosen.in_flight < chosen.capacity and chosen.in_flight + 1 <= bound:
+            if chosen.in_flight < chosen.capacity and (not bounded or chosen.in_flight < bound):
                 chosen.in_flight += 1
                 return chosen.endpoint
         self._rr += 1

@@ -27,6 +27,7 @@ class _Want:
     avoid: str | None = None
     home: str | None = None
     prefer: str | None = None
+    bounded: bool = True
 
 
 class EndpointQueue:
@@ -62,12 +63,13 @@ class EndpointQueue:
         self.wake()
 
     async def acquire(self, priority: str, wait: float, avoid: str | None = None,
-                      home: str | None = None, prefer: str | None = None) -> Endpoint | None:
+                      home: str | None = None, prefer: str | None = None,
+                      bounded: bool = True) -> Endpoint | None:
         """A slot for one attempt (see ``EndpointPool.acquire``), or None after ``wait``
         seconds. ``avoid``/``prefer`` are endpoint names (as status shows them), ``home``
         a run id; a run that has to wait keeps them for when a slot frees up.
         """
-        want = _Want(avoid, home, prefer)
+        want = _Want(avoid, home, prefer, bounded)
         if not self._waiters or prefer is not None:
             ep = self._take(want)
             if ep is not None:
@@ -93,7 +95,7 @@ class EndpointQueue:
     def _take(self, want: _Want) -> Endpoint | None:
         keys = {str(e): e.key for e in self.pool.ready_endpoints}
         return self.pool.acquire(avoid=keys.get(want.avoid or ""), home=want.home,
-                                 prefer=keys.get(want.prefer or ""))
+                                 prefer=keys.get(want.prefer or ""), bounded=want.bounded)
 
     def release(self, endpoint: Endpoint) -> None:
         self.pool.release(endpoint)

@@ -147,6 +147,25 @@ class Engine:
         else:
             runner.upsert(body)
 
+    def absorb_echo(self, body: dict[str, Any]) -> bool:
+        """Is this watched Schedule the echo of our own last status write? Then keep it
+        (a Schedule recreated after a hand-over starts from the newest status) and say
+        so: nothing else needs to see it.
+
+        An object at the resourceVersion our PATCH returned is exactly what we wrote on
+        top of what we had seen (any other change has its own resourceVersion, and the
+        watch delivers in order), so the runner has nothing to learn from it — at high
+        fire rates these echoes are most of the watch traffic.
+        """
+        meta = body.get("metadata") or {}
+        key = (meta.get("namespace", ""), meta.get("name", ""))
+        runner = self.schedules.get(key)
+        if runner is None or runner.s.uid != meta.get("uid") \
+                or runner.s.resource_version != meta.get("resourceVersion"):
+            return False
+        self._bodies[key] = body
+        return True
+
     def _create(self, key: tuple[str, str], body: dict[str, Any]) -> None:
         self.schedules[key] = ScheduleRunner(self.ctx, self.handlers, self._executor, body,
                                              on_gone=self.delete_schedule)

@@ -74,7 +74,9 @@ class Firing:
                                 starting_deadline=s.spec.starting_deadline_seconds)
                 self.record_missed(plan.missed, cut)
                 for slot in plan.run:
-                    self.fire(slot)
+                    # A predecessor may have dispatched it without recording it: to
+                    # its home endpoint whatever the load, where the SDK dedupes.
+                    self.fire(slot, sticky=True)
                 last = slots[-1]
         self.set_next(next_fire(s.trigger, max(now, last) if last else now))
 
@@ -181,7 +183,8 @@ class Firing:
 
     # -- runs --------------------------------------------------------------------------
     def fire(self, slot: dt.datetime, *, fire_at: dt.datetime | None = None,
-             run_id: str | None = None, policy: str | None = None) -> None:
+             run_id: str | None = None, policy: str | None = None,
+             sticky: bool = False) -> None:
         """A slot (or a run-now) is due: apply the concurrency policy and start the run."""
         s = self.s
         assert s.spec is not None
@@ -189,7 +192,8 @@ class Firing:
             log.warning("%s: not firing %s: this operator no longer holds the Schedule "
                         "(lease lost or expired)", s.ref, iso(slot))
             return
-        run = Run(run_id or decisions.run_id_for(s.uid, slot), slot, fire_at or slot)
+        run = Run(run_id or decisions.run_id_for(s.uid, slot), slot, fire_at or slot,
+                  sticky=sticky)
         if run_id is None:
             s.record.last_schedule_time = iso(slot)
         if run.run_id in s.active:
@@ -317,7 +321,7 @@ class Firing:
         for entry in s.record.active:
             slot = parse_iso(entry.scheduled_time) or self.ctx.clock.now()
             run = Run(entry.run_id, slot, slot, attempt=entry.attempt or 1,
-                      resume_on=entry.endpoint)
+                      resume_on=entry.endpoint, sticky=True)
             if run.attempt < s.spec.retry.max_attempts:
                 # Same run id: a handler that still has it running joins, not re-runs.
                 run.attempt += 1

@@ -39,6 +39,7 @@ class HandlerState:
                                                                  repr=False)
     # Deployment-backed handlers
     deployment: str | None = None
+    ensured_at: dt.datetime | None = None  # when the Deployment was last ensured
     selector: dict[str, Any] | None = None
     replicas: int | None = None  # the Deployment's spec.replicas as last seen or set
     pod_count: int = 0

@@ -44,6 +44,8 @@ from .handler import HandlerState
 from .problems import InvalidObject, validation_message
 from .times import iso_or_none, parse_iso
 
+# A Deployment-backed Handler's Deployment is re-applied at least this often (seconds).
+ENSURE_EVERY = 30.0
 log = logging.getLogger("schedulezero.handlers")
 DESCRIBE_TIMEOUT = 2.0
 PING_TIMEOUT = 2.0
@@ -134,7 +136,14 @@ class HandlerRegistry:
                 self.ctx.tasks.spawn(self.refresh(h))
         else:
             h.source = "template" if h.spec.template is not None else "deploymentRef"
-            self.ctx.tasks.spawn(self.deployments.ensure(h, body))
+            # On a spec change, a Deployment not found yet, or now and then (it may have
+            # been edited or deleted): not on every event — the Handler's own status
+            # writes come back as events, and each ensure is a GET and a PATCH.
+            now = self.ctx.clock.now()
+            if h.spec != previous or h.deployment is None or h.ensured_at is None \
+                    or (now - h.ensured_at).total_seconds() > ENSURE_EVERY:
+                h.ensured_at = now
+                self.ctx.tasks.spawn(self.deployments.ensure(h, body))
         self._on_change(h.namespace, h.name)
 
     def delete(self, namespace: str, name: str) -> None:

@@ -28,6 +28,7 @@ class Run:
     start: dt.datetime | None = None  # first dispatch
     endpoint: str | None = None  # of the latest attempt
     resume_on: str | None = None  # a previous operator's endpoint for this run: join it there
+    sticky: bool = False  # maybe dispatched by a predecessor: its home endpoint, any load
     task: asyncio.Task[None] | None = None
     current: Endpoint | None = None  # while an attempt is in flight
 

@@ -36,3 +36,19 @@ async def test_slots_due_while_the_fence_lapsed_fire_late_not_lost() -> None:
     stamps = [c.scheduled_time or "" for c in calls]
     assert len(stamps) == len(set(stamps)) >= 7
     assert set(seconds_apart(stamps)) == {1}, "every slot once, the lapsed ones late"
+
+
+@virtual_time
+async def test_the_echo_of_our_own_status_write_is_absorbed_and_nothing_else() -> None:
+    kube = FakeKube()
+    handler(kube)
+    schedule(kube, "s", interval="1s")
+    op = Operator(kube)
+    async with op:
+        await asyncio.sleep(2.5)
+        echo = await kube.get("schedules", "default", "s")
+        assert op.engine.absorb_echo(echo), "the object at the resourceVersion we wrote"
+        someone_else = {**echo, "metadata": {**echo["metadata"], "resourceVersion": "999999"}}
+        assert not op.engine.absorb_echo(someone_else)
+        stranger = {**echo, "metadata": {**echo["metadata"], "name": "other"}}
+        assert not op.engine.absorb_echo(stranger)

@@ -163,3 +163,26 @@ async def test_a_paused_schedule_stays_paused_over_a_restart() -> None:
     assert "nextRunTime" not in kube.status("broken")
     assert kube.condition("broken", "Ready")["reason"] == "PausedAfterFailures"
     assert "PausedAfterFailures" not in kube.reasons("broken"), "said once, before"
+
+
+@virtual_time
+async def test_a_catch_up_burst_sends_every_run_to_its_home_endpoint() -> None:
+    """The runs a take-over catches up may have been sent by the predecessor just before
+    it died: each goes to its run id's home endpoint (where the SDK dedupes), however
+    unevenly the burst loads them."""
+    from schedulezero_operator.dispatch import EndpointPool
+    from schedulezero_operator.dispatch.clients import Endpoint
+
+    addresses = ["10.0.0.1:4244", "10.0.0.2:4244", "10.0.0.3:4244"]
+    kube = FakeKube()
+    handler(kube, endpoints=addresses, concurrency=1000)
+    down_since(kube, -30, catchUp={"policy": "All", "maxRuns": 60})
+    op = Operator(kube, identity="op-b")
+    op.dispatcher.default = slow(10)  # all in flight at once: the loads diverge
+    async with op:
+        await asyncio.sleep(0.5)
+    assert len(op.dispatcher.calls) >= 30
+    for call in op.dispatcher.calls:
+        probe = EndpointPool(capacity_per_endpoint=1000)
+        probe.set_ready([Endpoint.parse(a, "zmq") for a in addresses])
+        assert call.endpoint == probe.acquire(home=call.run_id), call.run_id
