@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import protocol as p
 from .methods import InvalidParams, JobContext, MethodSpec, bind, discover, is_private
@@ -65,7 +65,8 @@ class _Job:
     method: str
     future: asyncio.Future[dict[str, Any]]
     task: asyncio.Task[Any] | None = None
-    cancelled: threading.Event = field(default_factory=threading.Event)
+    # Only a method that takes a JobContext can look at it: made for those alone.
+    cancelled: threading.Event | None = None
     started: float = field(default_factory=time.monotonic)
 
 
@@ -132,7 +133,35 @@ class Executor:
                      signature: bytes | str | None = None) -> bytes:
         """Process one request; always returns an encoded reply (never raises)."""
         reply, legacy = await self._handle(raw, _text(timestamp), _text(signature))
-        return p.encode(p.legacy_reply(reply) if legacy else reply)
+        return _encode(reply, legacy)
+
+    def submit(self, raw: bytes, timestamp: bytes | str | None,
+               signature: bytes | str | None, deliver: Callable[[bytes], None]) -> None:
+        """Process one request and call ``deliver`` with its encoded reply, exactly once.
+
+        The callback form of ``handle`` for the ZMQ transport: a reply known at once
+        (errors, health, describe, a replayed run) is delivered before this returns;
+        a job's reply is delivered from the job's completion callback. No task or
+        future is created per request beyond the job's own, and nothing is awaited,
+        so a transport can serve every ready message in one loop iteration.
+        """
+        started = self._begin(raw, _text(timestamp), _text(signature))
+        if not isinstance(started, _Wait):
+            deliver(_encode(*started))
+            return
+        wait = started
+
+        def done(future: asyncio.Future[dict[str, Any]]) -> None:
+            try:
+                body = _encode(_with_id(future.result(), wait.request_id), wait.legacy)
+            # A bug in the SDK: logged, and the peer still gets an answer.
+            except Exception:
+                log.exception("internal error encoding a job's reply")
+                body = p.encode(p.error_reply(wait.request_id, p.ErrorType.INTERNAL,
+                                              "internal error in the handler SDK (see its log)"))
+            deliver(body)
+
+        wait.future.add_done_callback(done)
 
     async def handle_message(
         self, raw: bytes, timestamp: str | None = None, signature: str | None = None,
@@ -178,6 +207,18 @@ class Executor:
     async def _handle(self, raw: bytes, timestamp: str | None, signature: str | None,
                       signed_body: bytes | None = None,
                       default_type: str | None = None) -> tuple[dict[str, Any], bool]:
+        started = self._begin(raw, timestamp, signature, signed_body, default_type)
+        if not isinstance(started, _Wait):
+            return started
+        # Shielded: a caller that goes away must not cancel a job others may join.
+        reply = await asyncio.shield(started.future)
+        return _with_id(reply, started.request_id), started.legacy
+
+    def _begin(self, raw: bytes, timestamp: str | None, signature: str | None,
+               signed_body: bytes | None = None,
+               default_type: str | None = None) -> tuple[dict[str, Any], bool] | _Wait:
+        """Everything up to the job's reply, synchronously: (reply, legacy) when the
+        reply is known now, else the ``_Wait`` for a job started or joined."""
         request: p.Request | None = None
         try:
             request = p.decode_request(raw, self.max_request_bytes, default_type)
@@ -194,7 +235,10 @@ class Executor:
             if request.type == "cancel":
                 return p.ok_reply(request.id, {"cancelled": self._cancel(request.run_id)},
                                   request.run_id), False
-            return await self._execute(request), request.legacy
+            outcome = self._execute(request)
+            if isinstance(outcome, _Wait):
+                return outcome
+            return outcome, request.legacy
         except p.ProtocolError as e:
             rid = e.request_id if e.request_id is not None else (
                 request.id if request else None)  # "" is an id too
@@ -202,7 +246,7 @@ class Executor:
             return p.error_reply(rid, e.error_type, str(e),
                                  request.run_id if request else None), legacy
 
-    async def _execute(self, req: p.Request) -> dict[str, Any]:
+    def _execute(self, req: p.Request) -> dict[str, Any] | _Wait:
         assert req.method is not None
         if is_private(req.method):
             # Refused by name before any lookup: never reaches getattr or the registry.
@@ -221,7 +265,7 @@ class Executor:
                                  req.run_id)
         if joined is not None:
             log.info("run already in flight; joining it", extra={"run_id": run_id})
-            return {**(await asyncio.shield(joined.future)), "id": req.id}
+            return _Wait(joined.future, req.id, req.legacy)
         if not self.accepting:
             return p.error_reply(req.id, p.ErrorType.SHUTTING_DOWN,
                                  "handler is shutting down; send the job elsewhere", req.run_id)
@@ -245,6 +289,7 @@ class Executor:
         loop = asyncio.get_running_loop()
         job = _Job(run_id, req.attempt, req.method, loop.create_future())
         if spec.context_param:
+            job.cancelled = threading.Event()
             kwargs[spec.context_param] = JobContext(req.run_id, req.attempt, req.schedule,
                                                     req.scheduled_time, req.deadline,
                                                     job.cancelled)
@@ -252,8 +297,7 @@ class Executor:
         self._busy_slots += 1
         self._idle.clear()
         job.task = loop.create_task(self._run(spec, kwargs, job, req, deadline))
-        reply = await asyncio.shield(job.future)
-        return {**reply, "id": req.id}
+        return _Wait(job.future, req.id, req.legacy)
 
     async def _run(self, spec: MethodSpec, kwargs: dict[str, Any], job: _Job, req: p.Request,
                    deadline: float | None) -> None:
@@ -305,6 +349,8 @@ class Executor:
                 req.id, p.ErrorType.RESULT_TOO_LARGE,
                 f"result of {len(body)} bytes exceeds the limit of {self.max_result_bytes}; "
                 "the method ran but its result was not returned", req.run_id)
+        if p.plainly_decodable(result, body):
+            return reply
         try:
             p.loads(body, max_bytes=len(body))  # what the operator will apply to it
         except p.WireFormatError as e:
@@ -339,7 +385,7 @@ class Executor:
                     None, p.ErrorType.SHUTTING_DOWN,
                     "handler shut down before the job finished (grace period over)",
                     job.run_id))
-                job.cancelled.set()
+                _set(job.cancelled)
                 if job.task is not None:
                     job.task.cancel()
                 aborted += 1
@@ -349,11 +395,37 @@ class Executor:
         job = self._jobs.get(run_id or "")
         if job is None or job.future.done():
             return False
-        job.cancelled.set()
+        _set(job.cancelled)
         if job.task is not None:
             job.task.cancel()
         log.info("job cancelled", extra={"run_id": run_id})
         return True
+
+
+class _Wait(NamedTuple):
+    """A request whose reply is a job's: the job's reply future, and how to answer."""
+
+    future: asyncio.Future[dict[str, Any]]
+    request_id: str
+    legacy: bool
+
+
+def _set(event: threading.Event | None) -> None:
+    if event is not None:
+        event.set()
+
+
+def _with_id(reply: dict[str, Any], request_id: str) -> dict[str, Any]:
+    """The job's reply as the answer to one request (joined requests have their own id).
+
+    The job's reply dict is shared (remembered for replays, joined requests), so it
+    is copied rather than changed, and only when the id differs.
+    """
+    return reply if reply.get("id") == request_id else {**reply, "id": request_id}
+
+
+def _encode(reply: dict[str, Any], legacy: bool) -> bytes:
+    return p.encode(p.legacy_reply(reply) if legacy else reply)
 
 
 def _text(value: bytes | str | None) -> str | None:
