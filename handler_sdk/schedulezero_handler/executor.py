@@ -29,18 +29,19 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import datetime as dt
 import functools
 import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import protocol as p
 from .methods import InvalidParams, JobContext, MethodSpec, bind, discover, is_private
+
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
 
 SDK_VERSION = "0.1.0"
 log = logging.getLogger("schedulezero.handler")
@@ -73,6 +74,8 @@ class _Job:
 def _parse_deadline(value: str | None) -> float | None:
     if not value:
         return None
+    import datetime as dt  # on the first deadline: an idle handler does not need it
+
     try:
         return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
     except (ValueError, OverflowError):  # not a time, or one the platform cannot place
@@ -110,7 +113,7 @@ class Executor:
         # run id -> (attempt, method, reply) of its last finished attempt
         self._done: collections.OrderedDict[str, tuple[int, str, dict[str, Any]]] = (
             collections.OrderedDict())
-        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="job")
+        self._pool: ThreadPoolExecutor | None = None  # made for the first sync method call
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -201,7 +204,8 @@ class Executor:
             log.warning("grace period over with %d job(s) in flight", self._busy_slots)
             return False
         finally:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            if self._pool is not None:
+                self._pool.shutdown(wait=False, cancel_futures=True)
 
     # -- request handling ----------------------------------------------------
     async def _handle(self, raw: bytes, timestamp: str | None, signature: str | None,
@@ -314,7 +318,7 @@ class Executor:
                     result = await spec.func(**kwargs)
                 else:
                     thread_future = loop.run_in_executor(
-                        self._pool, functools.partial(spec.func, **kwargs))
+                        self._threads(), functools.partial(spec.func, **kwargs))
                     result = await asyncio.shield(thread_future)
             reply = self._result_reply(req, result)
         except asyncio.CancelledError:
@@ -362,6 +366,16 @@ class Executor:
         return p.error_reply(req.id, p.ErrorType.HANDLER_ERROR,
                              f"the method ran but its result cannot be sent as protocol "
                              f"JSON ({why})", req.run_id, retryable=False)
+
+    def _threads(self) -> ThreadPoolExecutor:
+        """The pool for sync methods, sized to the concurrency; made on first use, so a
+        handler with only async methods never loads concurrent.futures' thread pool."""
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(max_workers=self.concurrency,
+                                            thread_name_prefix="job")
+        return self._pool
 
     def _remember(self, job: _Job, reply: dict[str, Any]) -> None:
         self._done[job.run_id] = (job.attempt, job.method, reply)

@@ -19,7 +19,7 @@ The rules libzmq sets for driving a socket by its ``FD`` (``zmq_getsockopt``,
   rest of the loop; the remainder is read on the next iteration.
 - Sends never wait: the sockets used here (ROUTER without ``ROUTER_MANDATORY``,
   DEALER with ``SNDHWM`` 0) do not return ``EAGAIN``; if one ever does, the
-  message is queued in order and flushed when the socket reports ``POLLOUT``.
+  message is queued in order and retried every millisecond until it goes.
 """
 
 from __future__ import annotations
