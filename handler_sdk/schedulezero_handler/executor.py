@@ -305,8 +305,10 @@ class Executor:
 
     async def _run(self, spec: MethodSpec, kwargs: dict[str, Any], job: _Job, req: p.Request,
                    deadline: float | None) -> None:
-        extra = {"run_id": job.run_id, "method": spec.name, "attempt": job.attempt}
-        log.info("job started", extra=extra)
+        # Two log lines per job at INFO (the default); below it, not even their dicts.
+        logging_jobs = log.isEnabledFor(logging.INFO)
+        if logging_jobs:
+            log.info("job started", extra=_log_fields(job, spec))
         loop = asyncio.get_running_loop()
         thread_future: asyncio.Future[Any] | None = None
         try:
@@ -335,8 +337,9 @@ class Executor:
             job.future.set_result(reply)
         if req.run_id is not None:  # a legacy run's made-up id is never asked for again
             self._remember(job, reply)
-        log.info("job finished", extra={**extra, "ok": reply["ok"],
-                                        "duration_ms": reply["durationMs"]})
+        if logging_jobs:
+            log.info("job finished", extra={**_log_fields(job, spec), "ok": reply["ok"],
+                                            "duration_ms": reply["durationMs"]})
         if thread_future is not None and not thread_future.done():
             # An interrupted sync method still occupies its thread: keep the slot.
             await asyncio.wait([thread_future])
@@ -422,6 +425,10 @@ class _Wait(NamedTuple):
     future: asyncio.Future[dict[str, Any]]
     request_id: str
     legacy: bool
+
+
+def _log_fields(job: _Job, spec: MethodSpec) -> dict[str, Any]:
+    return {"run_id": job.run_id, "method": spec.name, "attempt": job.attempt}
 
 
 def _set(event: threading.Event | None) -> None:

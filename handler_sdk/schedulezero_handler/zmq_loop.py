@@ -17,9 +17,11 @@ The rules libzmq sets for driving a socket by its ``FD`` (``zmq_getsockopt``,
   which reads until ``EAGAIN``.
 - A batch is capped (``batch``) so that a flood on one socket cannot starve the
   rest of the loop; the remainder is read on the next iteration.
-- Sends never wait: the sockets used here (ROUTER without ``ROUTER_MANDATORY``,
-  DEALER with ``SNDHWM`` 0) do not return ``EAGAIN``; if one ever does, the
-  message is queued in order and retried every millisecond until it goes.
+- Sends never wait: they are queued and leave together at the start of the next
+  drain (one per loop iteration at most), so the I/O thread is woken once per
+  batch. The sockets used here (ROUTER without ``ROUTER_MANDATORY``, DEALER with
+  ``SNDHWM`` 0) do not return ``EAGAIN``; if one ever does, the queue is retried
+  every millisecond until it goes, in order.
 """
 
 from __future__ import annotations
@@ -32,6 +34,12 @@ from collections.abc import Callable
 import zmq
 
 log = logging.getLogger("schedulezero.zmq")
+
+# Plain ints: pyzmq's send_multipart/recv_multipart combine IntFlag enums per frame
+# (``SNDMORE | flags``), a measurable cost at tens of thousands of messages a second.
+_NOBLOCK = int(zmq.NOBLOCK)
+_MORE = int(zmq.SNDMORE) | _NOBLOCK
+_RCVMORE = int(zmq.RCVMORE)
 
 
 class LoopSocket:
@@ -52,7 +60,7 @@ class LoopSocket:
         assert isinstance(fd, int)
         self._fd = fd
         self._drain_pending = False
-        self._backlog: collections.deque[list[bytes]] = collections.deque()
+        self._outbox: collections.deque[list[bytes]] = collections.deque()
         self._closed = False
         self._loop.add_reader(self._fd, self._drain)
         self._schedule_drain()  # messages may already be waiting
@@ -62,16 +70,15 @@ class LoopSocket:
         return self._closed
 
     def send(self, frames: list[bytes]) -> None:
-        """Send one message now (never waits; see the module docstring)."""
+        """Queue one message; it goes out, in order, at the start of the next drain.
+
+        Never waits. Sends made during one loop iteration leave back to back, so
+        libzmq's I/O thread is woken once for the lot, not once per message (each
+        wake-up is a system call on both sides of the connection).
+        """
         if self._closed:
             raise zmq.ZMQError(zmq.ENOTSOCK, "socket is closed")
-        if self._backlog:
-            self._backlog.append(frames)
-        else:
-            try:
-                self.sock.send_multipart(frames, zmq.NOBLOCK)
-            except zmq.Again:
-                self._backlog.append(frames)
+        self._outbox.append(frames)
         self._schedule_drain()
 
     def _schedule_drain(self) -> None:
@@ -83,10 +90,15 @@ class LoopSocket:
         self._drain_pending = False
         if self._closed:
             return
-        recv = self.sock.recv_multipart
+        if self._outbox:
+            self._flush()
+        recv = self.sock.recv
+        more = self.sock.getsockopt
         for _ in range(self.batch):
             try:
-                frames = recv(zmq.NOBLOCK)
+                frames = [recv(_NOBLOCK)]
+                while more(_RCVMORE):  # the rest of a message is there once its first part is
+                    frames.append(recv(_NOBLOCK))
             except zmq.Again:
                 break
             except zmq.ZMQError as e:
@@ -102,24 +114,38 @@ class LoopSocket:
                 log.exception("unhandled error on a message from %s", self.name)
         else:
             self._schedule_drain()  # more may be waiting: after the loop's other work
-        if self._backlog:
-            self._flush()
+        # Replies made while receiving go now; those sends may take the descriptor's
+        # wake-up for input that arrived meanwhile, so look again next iteration.
+        if self._outbox and self._flush():
+            self._schedule_drain()
 
-    def _flush(self) -> None:
-        while self._backlog:
+    def _flush(self) -> bool:
+        """Send what is queued; True if anything went out."""
+        sent = False
+        send = self.sock.send
+        outbox = self._outbox
+        while outbox:
+            frames = outbox[0]
             try:
-                self.sock.send_multipart(self._backlog[0], zmq.NOBLOCK)
+                # Atomic in libzmq: EAGAIN can only come for the first part.
+                for frame in frames[:-1]:
+                    send(frame, _MORE)
+                send(frames[-1], _NOBLOCK)
             except zmq.Again:
-                # Rare: poll for writability rather than spin on the reader callback.
+                # Rare (see the module docstring): retry shortly rather than spin.
                 self._loop.call_later(0.001, self._schedule_drain)
-                return
+                return sent
             except zmq.ZMQError as e:
                 log.warning("send on %s failed: %s", self.name, e)
-            self._backlog.popleft()
+            outbox.popleft()
+            sent = True
+        return sent
 
     def close(self, linger: int | None = None) -> None:
         if self._closed:
             return
+        if self._outbox:
+            self._flush()  # best effort: what was accepted for sending still goes
         self._closed = True
         if not self._loop.is_closed():
             self._loop.remove_reader(self._fd)
