@@ -17,11 +17,11 @@ The rules libzmq sets for driving a socket by its ``FD`` (``zmq_getsockopt``,
   which reads until ``EAGAIN``.
 - A batch is capped (``batch``) so that a flood on one socket cannot starve the
   rest of the loop; the remainder is read on the next iteration.
-- Sends never wait: they are queued and leave together at the start of the next
-  drain (one per loop iteration at most), so the I/O thread is woken once per
-  batch. The sockets used here (ROUTER without ``ROUTER_MANDATORY``, DEALER with
-  ``SNDHWM`` 0) do not return ``EAGAIN``; if one ever does, the queue is retried
-  every millisecond until it goes, in order.
+- Sends never wait: the first of a loop iteration goes at once, later ones are
+  queued and leave together at the start of the next drain, so the I/O thread is
+  woken about once per batch. The sockets used here (ROUTER without
+  ``ROUTER_MANDATORY``, DEALER with ``SNDHWM`` 0) do not return ``EAGAIN``; if
+  one ever does, the queue is retried every millisecond until it goes, in order.
 """
 
 from __future__ import annotations
@@ -70,15 +70,20 @@ class LoopSocket:
         return self._closed
 
     def send(self, frames: list[bytes]) -> None:
-        """Queue one message; it goes out, in order, at the start of the next drain.
+        """Send one message, in order; never waits.
 
-        Never waits. Sends made during one loop iteration leave back to back, so
+        The first message of a loop iteration goes out at once; the ones after it
+        are queued and leave back to back at the start of the next drain, so
         libzmq's I/O thread is woken once for the lot, not once per message (each
         wake-up is a system call on both sides of the connection).
         """
         if self._closed:
             raise zmq.ZMQError(zmq.ENOTSOCK, "socket is closed")
         self._outbox.append(frames)
+        if not self._drain_pending:
+            # The first send of an iteration goes at once (no added latency for a
+            # lone request); the ones after it queue behind the drain it schedules.
+            self._flush()
         self._schedule_drain()
 
     def _schedule_drain(self) -> None:
