@@ -4,7 +4,14 @@ Prints a table and writes bench/results/dispatch.json. Not a test: nothing here
 asserts; it measures. Each server runs in its own process (the client and the
 server get a core each on a 2-core machine).
 
-    python bench/dispatch.py [--requests 4000] [--concurrency 1 32]
+    python bench/dispatch.py [--requests 4000] [--concurrency 1 32] [--rounds 3]
+
+Rounds: every configuration is measured ``--rounds`` times, interleaved (raw, SDK
+ZMQ, SDK HTTP, then the next round), so background load on a shared machine hits
+all alike; a row reports the median and the spread, and its ratio to raw is the
+median of the per-round ratios. CPU per request is measured too (client: this
+process; server: the server process, from /proc), which a busy machine disturbs
+far less than throughput.
 """
 
 from __future__ import annotations
@@ -43,18 +50,31 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def summarise(name: str, concurrency: int, latencies: list[float], elapsed: float,
-              errors: int) -> dict[str, Any]:
-    return {"name": name, "concurrency": concurrency, "requests": len(latencies),
+              errors: int, client_cpu: float, server_cpu: float) -> dict[str, Any]:
+    n = len(latencies)
+    return {"name": name, "concurrency": concurrency, "requests": n,
             "errors": errors, "p50_ms": percentile(latencies, 0.5) * 1000,
             "p99_ms": percentile(latencies, 0.99) * 1000,
             "mean_ms": statistics.fmean(latencies) * 1000,
-            "throughput_rps": len(latencies) / elapsed}
+            "throughput_rps": n / elapsed,
+            "client_cpu_us_per_req": client_cpu / n * 1e6,
+            "server_cpu_us_per_req": server_cpu / n * 1e6}
 
 
-async def closed_loop(call: Any, requests: int, concurrency: int) -> tuple[list[float], float,
-                                                                           int]:
-    """``concurrency`` workers, each sending its next request when the last returns."""
+async def closed_loop(call: Any, requests: int, concurrency: int, server_pid: int
+                      ) -> tuple[list[float], float, int, float, float]:
+    """``concurrency`` workers, each sending its next request when the last returns.
+
+    Returns latencies, elapsed seconds, errors, and the CPU seconds the client (this
+    process) and the server spent over the measured part.
+    """
     latencies: list[float] = []
     errors = 0
     remaining = requests
@@ -70,12 +90,17 @@ async def closed_loop(call: Any, requests: int, concurrency: int) -> tuple[list[
 
     for _ in range(min(200, requests // 10)):  # warm-up
         await call()
+    server_cpu = cpu_seconds(server_pid)
+    client_cpu = time.process_time()
     start = time.perf_counter()
     await asyncio.gather(*[worker() for _ in range(concurrency)])
-    return latencies, time.perf_counter() - start, errors
+    elapsed = time.perf_counter() - start
+    return (latencies, elapsed, errors, time.process_time() - client_cpu,
+            cpu_seconds(server_pid) - server_cpu)
 
 
-async def bench_raw(port: int, requests: int, concurrency: int) -> dict[str, Any]:
+async def bench_raw(port: int, requests: int, concurrency: int,
+                    server_pid: int) -> dict[str, Any]:
     ctx = zmq.asyncio.Context()
     sock = ctx.socket(zmq.DEALER)
     sock.connect(f"tcp://127.0.0.1:{port}")
@@ -99,15 +124,15 @@ async def bench_raw(port: int, requests: int, concurrency: int) -> dict[str, Any
         await fut
         return True
 
-    lat, elapsed, errors = await closed_loop(call, requests, concurrency)
+    measured = await closed_loop(call, requests, concurrency, server_pid)
     task.cancel()
     sock.close(0)
     ctx.destroy(0)
-    return summarise("raw pyzmq DEALER/ROUTER", concurrency, lat, elapsed, errors)
+    return summarise("raw pyzmq DEALER/ROUTER", concurrency, *measured)
 
 
-async def bench_sdk(protocol: str, port: int, requests: int,
-                    concurrency: int) -> dict[str, Any]:
+async def bench_sdk(protocol: str, port: int, requests: int, concurrency: int,
+                    server_pid: int) -> dict[str, Any]:
     from schedulezero_operator.dispatch import Dispatcher, Endpoint
 
     d = Dispatcher()
@@ -119,9 +144,9 @@ async def bench_sdk(protocol: str, port: int, requests: int,
                             timeout=10)
         return r.ok
 
-    lat, elapsed, errors = await closed_loop(call, requests, concurrency)
+    measured = await closed_loop(call, requests, concurrency, server_pid)
     await d.close()
-    return summarise(f"SDK {protocol} + operator client", concurrency, lat, elapsed, errors)
+    return summarise(f"SDK {protocol} + operator client", concurrency, *measured)
 
 
 def start_handler(protocol: str, port: int, concurrency: int) -> subprocess.Popen[bytes]:
@@ -177,7 +202,7 @@ def sdk_footprint() -> dict[str, Any]:
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    rows: list[dict[str, Any]] = []
+    runs: list[list[dict[str, Any]]] = []
     raw_port = free_port()
     raw = subprocess.Popen(  # noqa: ASYNC220 - set-up, before anything is measured
         [sys.executable, "-c", RAW_ROUTER, f"tcp://127.0.0.1:{raw_port}"])
@@ -187,38 +212,63 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             port = free_port()
             handlers[protocol] = (start_handler(protocol, port, max(args.concurrency)), port)
         await asyncio.sleep(1.0)
-        for c in args.concurrency:
-            rows.append(await bench_raw(raw_port, args.requests, c))
-            for protocol in ("zmq", "http"):
-                rows.append(await bench_sdk(protocol, handlers[protocol][1], args.requests, c))
+        for _ in range(args.rounds):
+            rows: list[dict[str, Any]] = []
+            for c in args.concurrency:
+                rows.append(await bench_raw(raw_port, args.requests, c, raw.pid))
+                for protocol in ("zmq", "http"):
+                    proc, port = handlers[protocol]
+                    rows.append(await bench_sdk(protocol, port, args.requests, c, proc.pid))
+            floor = {r["concurrency"]: r["throughput_rps"] for r in rows
+                     if r["name"].startswith("raw")}
+            for r in rows:
+                r["vs_raw_throughput"] = r["throughput_rps"] / floor[r["concurrency"]]
+            runs.append(rows)
     finally:
         raw.terminate()
         for proc, _ in handlers.values():
             proc.terminate()
-    return {"rows": rows}
+    return {"rows": [combine([run[i] for run in runs]) for i in range(len(runs[0]))],
+            "rounds": args.rounds}
+
+
+def combine(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """One row from its rounds: medians, plus every round's throughput and ratio."""
+    row = dict(rounds[0])
+    for key in ("p50_ms", "p99_ms", "mean_ms", "throughput_rps", "vs_raw_throughput",
+                "client_cpu_us_per_req", "server_cpu_us_per_req"):
+        row[key] = statistics.median(r[key] for r in rounds)
+    row["errors"] = sum(r["errors"] for r in rounds)
+    row["throughput_rps_rounds"] = [r["throughput_rps"] for r in rounds]
+    row["vs_raw_rounds"] = [r["vs_raw_throughput"] for r in rounds]
+    return row
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=4000)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 32])
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
     result = asyncio.run(main_async(args))
     result["footprint"] = sdk_footprint()
-    floor = {r["concurrency"]: r["throughput_rps"] for r in result["rows"]
-             if r["name"].startswith("raw")}
-    for r in result["rows"]:
-        r["vs_raw_throughput"] = r["throughput_rps"] / floor[r["concurrency"]]
     result["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(),
                          "pyzmq": zmq.__version__, "libzmq": zmq.zmq_version()}
     result["when"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
-    print(f"{'transport':34} {'conc':>4} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>9} "
-          f"{'vs raw':>7} {'errors':>6}")
+    print(f"medians of {args.rounds} interleaved rounds; [min-max] over the rounds")
+    print(f"{'transport':34} {'conc':>4} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>7} "
+          f"{'[min-max]':>13} {'vs raw':>6} {'[min-max]':>11} {'cli µs':>6} {'srv µs':>6} "
+          f"{'errors':>6}")
     for r in result["rows"]:
+        tp, ratio = r["throughput_rps_rounds"], r["vs_raw_rounds"]
         print(f"{r['name']:34} {r['concurrency']:>4} {r['p50_ms']:>8.3f} {r['p99_ms']:>8.3f} "
-              f"{r['throughput_rps']:>9.0f} {r['vs_raw_throughput']:>6.0%} {r['errors']:>6}")
+              f"{r['throughput_rps']:>7.0f} {f'[{min(tp):.0f}-{max(tp):.0f}]':>13} "
+              f"{r['vs_raw_throughput']:>6.0%} "
+              f"{f'[{min(ratio):.0%}-{max(ratio):.0%}]':>11} "
+              f"{r['client_cpu_us_per_req']:>6.0f} {r['server_cpu_us_per_req']:>6.0f} "
+              f"{r['errors']:>6}")
     f = result["footprint"]
     print(f"SDK (ZMQ): start-up to ready {f['startup_to_ready_s']:.3f} s, "
           f"idle RSS {f['idle_rss_mib_zmq']:.1f} MiB")

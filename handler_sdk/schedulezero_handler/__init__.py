@@ -11,8 +11,13 @@ and/or HTTP.
     serve(Greeter(), protocols=["zmq"], port=4244)
 
 or ``python -m schedulezero_handler mymodule:Greeter --protocol http --port 8080``.
-Depends only on pyzmq; imports nothing from the operator.
+Depends only on pyzmq; imports nothing from the operator. Imports only what a
+ZMQ handler needs (the idle process stays small): the HTTP server, signing
+(hmac/OpenSSL), the thread pool for sync methods, ``datetime`` and asyncio's
+``ssl`` are loaded on first use (``_lean_asyncio`` explains the last one).
 """
+
+from . import _lean_asyncio  # noqa: F401, I001 - first: before anything imports asyncio
 
 from .executor import SDK_VERSION, Executor, PermanentError, RetryableError
 from .methods import InvalidParams, JobContext, method

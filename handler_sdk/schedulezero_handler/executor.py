@@ -29,18 +29,19 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import datetime as dt
 import functools
 import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import protocol as p
 from .methods import InvalidParams, JobContext, MethodSpec, bind, discover, is_private
+
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
 
 SDK_VERSION = "0.1.0"
 log = logging.getLogger("schedulezero.handler")
@@ -65,13 +66,16 @@ class _Job:
     method: str
     future: asyncio.Future[dict[str, Any]]
     task: asyncio.Task[Any] | None = None
-    cancelled: threading.Event = field(default_factory=threading.Event)
+    # Only a method that takes a JobContext can look at it: made for those alone.
+    cancelled: threading.Event | None = None
     started: float = field(default_factory=time.monotonic)
 
 
 def _parse_deadline(value: str | None) -> float | None:
     if not value:
         return None
+    import datetime as dt  # on the first deadline: an idle handler does not need it
+
     try:
         return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
     except (ValueError, OverflowError):  # not a time, or one the platform cannot place
@@ -109,7 +113,7 @@ class Executor:
         # run id -> (attempt, method, reply) of its last finished attempt
         self._done: collections.OrderedDict[str, tuple[int, str, dict[str, Any]]] = (
             collections.OrderedDict())
-        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="job")
+        self._pool: ThreadPoolExecutor | None = None  # made for the first sync method call
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -132,7 +136,35 @@ class Executor:
                      signature: bytes | str | None = None) -> bytes:
         """Process one request; always returns an encoded reply (never raises)."""
         reply, legacy = await self._handle(raw, _text(timestamp), _text(signature))
-        return p.encode(p.legacy_reply(reply) if legacy else reply)
+        return _encode(reply, legacy)
+
+    def submit(self, raw: bytes, timestamp: bytes | str | None,
+               signature: bytes | str | None, deliver: Callable[[bytes], None]) -> None:
+        """Process one request and call ``deliver`` with its encoded reply, exactly once.
+
+        The callback form of ``handle`` for the ZMQ transport: a reply known at once
+        (errors, health, describe, a replayed run) is delivered before this returns;
+        a job's reply is delivered from the job's completion callback. No task or
+        future is created per request beyond the job's own, and nothing is awaited,
+        so a transport can serve every ready message in one loop iteration.
+        """
+        started = self._begin(raw, _text(timestamp), _text(signature))
+        if not isinstance(started, _Wait):
+            deliver(_encode(*started))
+            return
+        wait = started
+
+        def done(future: asyncio.Future[dict[str, Any]]) -> None:
+            try:
+                body = _encode(_with_id(future.result(), wait.request_id), wait.legacy)
+            # A bug in the SDK: logged, and the peer still gets an answer.
+            except Exception:
+                log.exception("internal error encoding a job's reply")
+                body = p.encode(p.error_reply(wait.request_id, p.ErrorType.INTERNAL,
+                                              "internal error in the handler SDK (see its log)"))
+            deliver(body)
+
+        wait.future.add_done_callback(done)
 
     async def handle_message(
         self, raw: bytes, timestamp: str | None = None, signature: str | None = None,
@@ -172,12 +204,25 @@ class Executor:
             log.warning("grace period over with %d job(s) in flight", self._busy_slots)
             return False
         finally:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            if self._pool is not None:
+                self._pool.shutdown(wait=False, cancel_futures=True)
 
     # -- request handling ----------------------------------------------------
     async def _handle(self, raw: bytes, timestamp: str | None, signature: str | None,
                       signed_body: bytes | None = None,
                       default_type: str | None = None) -> tuple[dict[str, Any], bool]:
+        started = self._begin(raw, timestamp, signature, signed_body, default_type)
+        if not isinstance(started, _Wait):
+            return started
+        # Shielded: a caller that goes away must not cancel a job others may join.
+        reply = await asyncio.shield(started.future)
+        return _with_id(reply, started.request_id), started.legacy
+
+    def _begin(self, raw: bytes, timestamp: str | None, signature: str | None,
+               signed_body: bytes | None = None,
+               default_type: str | None = None) -> tuple[dict[str, Any], bool] | _Wait:
+        """Everything up to the job's reply, synchronously: (reply, legacy) when the
+        reply is known now, else the ``_Wait`` for a job started or joined."""
         request: p.Request | None = None
         try:
             request = p.decode_request(raw, self.max_request_bytes, default_type)
@@ -194,7 +239,10 @@ class Executor:
             if request.type == "cancel":
                 return p.ok_reply(request.id, {"cancelled": self._cancel(request.run_id)},
                                   request.run_id), False
-            return await self._execute(request), request.legacy
+            outcome = self._execute(request)
+            if isinstance(outcome, _Wait):
+                return outcome
+            return outcome, request.legacy
         except p.ProtocolError as e:
             rid = e.request_id if e.request_id is not None else (
                 request.id if request else None)  # "" is an id too
@@ -202,7 +250,7 @@ class Executor:
             return p.error_reply(rid, e.error_type, str(e),
                                  request.run_id if request else None), legacy
 
-    async def _execute(self, req: p.Request) -> dict[str, Any]:
+    def _execute(self, req: p.Request) -> dict[str, Any] | _Wait:
         assert req.method is not None
         if is_private(req.method):
             # Refused by name before any lookup: never reaches getattr or the registry.
@@ -221,7 +269,7 @@ class Executor:
                                  req.run_id)
         if joined is not None:
             log.info("run already in flight; joining it", extra={"run_id": run_id})
-            return {**(await asyncio.shield(joined.future)), "id": req.id}
+            return _Wait(joined.future, req.id, req.legacy)
         if not self.accepting:
             return p.error_reply(req.id, p.ErrorType.SHUTTING_DOWN,
                                  "handler is shutting down; send the job elsewhere", req.run_id)
@@ -245,6 +293,7 @@ class Executor:
         loop = asyncio.get_running_loop()
         job = _Job(run_id, req.attempt, req.method, loop.create_future())
         if spec.context_param:
+            job.cancelled = threading.Event()
             kwargs[spec.context_param] = JobContext(req.run_id, req.attempt, req.schedule,
                                                     req.scheduled_time, req.deadline,
                                                     job.cancelled)
@@ -252,13 +301,14 @@ class Executor:
         self._busy_slots += 1
         self._idle.clear()
         job.task = loop.create_task(self._run(spec, kwargs, job, req, deadline))
-        reply = await asyncio.shield(job.future)
-        return {**reply, "id": req.id}
+        return _Wait(job.future, req.id, req.legacy)
 
     async def _run(self, spec: MethodSpec, kwargs: dict[str, Any], job: _Job, req: p.Request,
                    deadline: float | None) -> None:
-        extra = {"run_id": job.run_id, "method": spec.name, "attempt": job.attempt}
-        log.info("job started", extra=extra)
+        # Two log lines per job at INFO (the default); below it, not even their dicts.
+        logging_jobs = log.isEnabledFor(logging.INFO)
+        if logging_jobs:
+            log.info("job started", extra=_log_fields(job, spec))
         loop = asyncio.get_running_loop()
         thread_future: asyncio.Future[Any] | None = None
         try:
@@ -270,7 +320,7 @@ class Executor:
                     result = await spec.func(**kwargs)
                 else:
                     thread_future = loop.run_in_executor(
-                        self._pool, functools.partial(spec.func, **kwargs))
+                        self._threads(), functools.partial(spec.func, **kwargs))
                     result = await asyncio.shield(thread_future)
             reply = self._result_reply(req, result)
         except asyncio.CancelledError:
@@ -287,8 +337,9 @@ class Executor:
             job.future.set_result(reply)
         if req.run_id is not None:  # a legacy run's made-up id is never asked for again
             self._remember(job, reply)
-        log.info("job finished", extra={**extra, "ok": reply["ok"],
-                                        "duration_ms": reply["durationMs"]})
+        if logging_jobs:
+            log.info("job finished", extra={**_log_fields(job, spec), "ok": reply["ok"],
+                                            "duration_ms": reply["durationMs"]})
         if thread_future is not None and not thread_future.done():
             # An interrupted sync method still occupies its thread: keep the slot.
             await asyncio.wait([thread_future])
@@ -305,6 +356,8 @@ class Executor:
                 req.id, p.ErrorType.RESULT_TOO_LARGE,
                 f"result of {len(body)} bytes exceeds the limit of {self.max_result_bytes}; "
                 "the method ran but its result was not returned", req.run_id)
+        if p.plainly_decodable(result, body):
+            return reply
         try:
             p.loads(body, max_bytes=len(body))  # what the operator will apply to it
         except p.WireFormatError as e:
@@ -316,6 +369,16 @@ class Executor:
         return p.error_reply(req.id, p.ErrorType.HANDLER_ERROR,
                              f"the method ran but its result cannot be sent as protocol "
                              f"JSON ({why})", req.run_id, retryable=False)
+
+    def _threads(self) -> ThreadPoolExecutor:
+        """The pool for sync methods, sized to the concurrency; made on first use, so a
+        handler with only async methods never loads concurrent.futures' thread pool."""
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(max_workers=self.concurrency,
+                                            thread_name_prefix="job")
+        return self._pool
 
     def _remember(self, job: _Job, reply: dict[str, Any]) -> None:
         self._done[job.run_id] = (job.attempt, job.method, reply)
@@ -339,7 +402,7 @@ class Executor:
                     None, p.ErrorType.SHUTTING_DOWN,
                     "handler shut down before the job finished (grace period over)",
                     job.run_id))
-                job.cancelled.set()
+                _set(job.cancelled)
                 if job.task is not None:
                     job.task.cancel()
                 aborted += 1
@@ -349,11 +412,41 @@ class Executor:
         job = self._jobs.get(run_id or "")
         if job is None or job.future.done():
             return False
-        job.cancelled.set()
+        _set(job.cancelled)
         if job.task is not None:
             job.task.cancel()
         log.info("job cancelled", extra={"run_id": run_id})
         return True
+
+
+class _Wait(NamedTuple):
+    """A request whose reply is a job's: the job's reply future, and how to answer."""
+
+    future: asyncio.Future[dict[str, Any]]
+    request_id: str
+    legacy: bool
+
+
+def _log_fields(job: _Job, spec: MethodSpec) -> dict[str, Any]:
+    return {"run_id": job.run_id, "method": spec.name, "attempt": job.attempt}
+
+
+def _set(event: threading.Event | None) -> None:
+    if event is not None:
+        event.set()
+
+
+def _with_id(reply: dict[str, Any], request_id: str) -> dict[str, Any]:
+    """The job's reply as the answer to one request (joined requests have their own id).
+
+    The job's reply dict is shared (remembered for replays, joined requests), so it
+    is copied rather than changed, and only when the id differs.
+    """
+    return reply if reply.get("id") == request_id else {**reply, "id": request_id}
+
+
+def _encode(reply: dict[str, Any], legacy: bool) -> bytes:
+    return p.encode(p.legacy_reply(reply) if legacy else reply)
 
 
 def _text(value: bytes | str | None) -> str | None:

@@ -89,8 +89,6 @@ same double-run caveat as ``Timeout`` applies).
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import math
 import re
@@ -214,6 +212,7 @@ def _constant(name: str) -> Any:
 # A lone surrogate can only come from a \uD800-\uDFFF escape (strict UTF-8 decoding
 # refuses encoded ones), so bodies without such an escape skip the string walk.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE_ESCAPE_BYTES = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 def _check_tree(value: Any, max_depth: int, check_strings: bool) -> None:
@@ -248,6 +247,14 @@ def _check_text(text: str) -> None:
                                   "(not Unicode text)") from None
 
 
+# One decoder and one encoder for the process: ``json.loads``/``json.dumps`` with
+# options build a new JSONDecoder/JSONEncoder on every call, a measurable share of a
+# request's cost. Both are stateless between calls, so sharing them is safe.
+_DECODER = json.JSONDecoder(object_pairs_hook=_object, parse_int=_int, parse_float=_float,
+                            parse_constant=_constant)
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str, allow_nan=False)
+
+
 def loads(raw: bytes, *, max_bytes: int, max_depth: int = MAX_DEPTH,
           what: str = "message") -> Any:
     """Parse one wire body under the protocol's rules; raise only ``WireFormatError``.
@@ -266,8 +273,9 @@ def loads(raw: bytes, *, max_bytes: int, max_depth: int = MAX_DEPTH,
         raise WireFormatError(f"Invalid JSON: body is not UTF-8 ({e.reason} at byte "
                               f"{e.start})") from None
     try:
-        value = json.loads(text, object_pairs_hook=_object, parse_int=_int,
-                           parse_float=_float, parse_constant=_constant)
+        if text.startswith("\ufeff"):  # what json.loads says; JSONDecoder.decode would not
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+        value = _DECODER.decode(text)
     except WireFormatError:
         raise
     except RecursionError:
@@ -276,6 +284,24 @@ def loads(raw: bytes, *, max_bytes: int, max_depth: int = MAX_DEPTH,
         raise WireFormatError(f"Invalid JSON: {_clip(str(e), 200)}") from None
     _check_tree(value, max_depth, _SURROGATE_ESCAPE.search(text) is not None)
     return value
+
+
+def plainly_decodable(value: Any, body: bytes) -> bool:
+    """True if ``loads`` is sure to accept ``body``, the ``encode``d reply carrying ``value``.
+
+    A shortcut for the common scalar result, so the handler can skip decoding its
+    own reply. Only exact JSON scalar types qualify (subclasses take the strict
+    path), and only when the body cannot hold what ``loads`` refuses: no container
+    in ``value`` (depth, duplicate keys), no integer literal over ``MAX_INT_DIGITS``
+    (a body that short has none), no ``\\uD800``-``\\uDFFF`` escape (surrogates);
+    NaN and infinities never reach here (``encode`` refuses them). The reply's
+    other fields come from a request ``loads`` accepted, or are the protocol's own.
+    """
+    kind = type(value)
+    if value is None or kind is bool or kind is float:
+        return True
+    return ((kind is str or kind is int) and len(body) <= MAX_INT_DIGITS
+            and _SURROGATE_ESCAPE_BYTES.search(body) is None)
 
 
 # -- requests -------------------------------------------------------------------
@@ -502,7 +528,7 @@ def check_legacy_reply(reply: Any) -> dict[str, Any]:
 
 def encode(message: Any) -> bytes:
     """Compact ASCII JSON. Refuses NaN/Infinity (ValueError) rather than emit non-JSON."""
-    return json.dumps(message, separators=(",", ":"), default=str, allow_nan=False).encode()
+    return _ENCODER.encode(message).encode()
 
 
 def _clip(text: str, limit: int) -> str:
@@ -510,7 +536,12 @@ def _clip(text: str, limit: int) -> str:
 
 
 # -- signing ------------------------------------------------------------------
+# hmac/hashlib are imported on first use: they load OpenSSL's libcrypto (~3.5 MiB of
+# resident memory), which a handler without a secret never needs.
 def sign(secret: bytes, body: bytes, timestamp: float) -> tuple[str, str]:
+    import hashlib
+    import hmac
+
     ts = f"{timestamp:.3f}"
     digest = hmac.new(secret, ts.encode() + b"." + body, hashlib.sha256).hexdigest()
     return ts, f"v1={digest}"
@@ -519,6 +550,9 @@ def sign(secret: bytes, body: bytes, timestamp: float) -> tuple[str, str]:
 def verify(secret: bytes, body: bytes, timestamp: str | None, signature: str | None,
            now: float, max_skew: float = MAX_SKEW_SECONDS) -> None:
     """Raise ProtocolError(Unauthorized) unless the signature is valid and fresh."""
+    import hashlib
+    import hmac
+
     if not timestamp or not signature:
         raise ProtocolError(ErrorType.UNAUTHORIZED, "request is not signed")
     try:

@@ -47,6 +47,7 @@ from typing import Any
 import zmq
 import zmq.asyncio
 from schedulezero_handler import protocol as p
+from schedulezero_handler.zmq_loop import LoopSocket
 
 log = logging.getLogger("schedulezero.dispatch")
 
@@ -164,18 +165,21 @@ def _signed_frames(body: bytes, secret: bytes | None) -> list[bytes]:
 class ZmqClient:
     """One DEALER connection per endpoint; replies matched to requests by ``id``.
 
-    One reader task per connection delivers every reply, so it must outlive any
-    single message: everything a message can hold is classified in ``_deliver``
-    (which raises nothing for bad input) and receive errors other than the socket
-    closing are logged and survived.
+    The socket is served by a ``LoopSocket`` (the SDK's, shared with the handler
+    side): one reader callback per loop wake-up delivers every reply that is ready,
+    and requests go straight to libzmq, with no task or awaited send per request.
+    The reader must outlive any single message: everything a message can hold is
+    classified in ``_deliver`` (which raises nothing for bad input) and receive
+    errors other than the socket closing are logged and survived.
     """
 
-    def __init__(self, ctx: zmq.asyncio.Context, endpoint: Endpoint, secret: bytes | None,
+    def __init__(self, ctx: zmq.Context[Any], endpoint: Endpoint, secret: bytes | None,
                  max_reply_bytes: int = MAX_REPLY_BYTES) -> None:
         self.endpoint = endpoint
         self.secret = secret
         self.max_reply_bytes = max_reply_bytes
-        self.sock = ctx.socket(zmq.DEALER)
+        # A plain socket even from an asyncio context: LoopSocket drives it.
+        self.sock: zmq.Socket[bytes] = zmq.Socket(ctx, zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.RCVHWM, 0)
         self.sock.setsockopt(zmq.SNDHWM, 0)
@@ -191,24 +195,13 @@ class ZmqClient:
         # Random, so an id seen in a garbled reply is ours and this connection's.
         self._prefix = f"{os.urandom(6).hex()}-"
         self._id_token = re.compile(rb'"(' + re.escape(self._prefix.encode()) + rb'[0-9]+)"')
-        self._reader: asyncio.Task[None] | None = None
+        self._reader: LoopSocket | None = None  # started on the first request's loop
         self.unmatched_replies = 0
 
-    def _ensure_reader(self) -> None:
+    def _ensure_reader(self) -> LoopSocket:
         if self._reader is None or self._reader.done():
-            self._reader = asyncio.get_running_loop().create_task(self._read())
-
-    async def _read(self) -> None:
-        while True:
-            try:
-                frames = await self.sock.recv_multipart()
-            except zmq.ZMQError as e:
-                if self.sock.closed or e.errno in (zmq.ETERM, zmq.ENOTSOCK):
-                    return
-                log.warning("receive from %s failed: %s", self.endpoint, e)
-                await asyncio.sleep(0.01)
-                continue
-            self._deliver(frames)
+            self._reader = LoopSocket(self.sock, self._deliver, name=str(self.endpoint))
+        return self._reader
 
     def _deliver(self, frames: list[bytes]) -> None:
         """Hand one reply to its request: the decoded object, or a ProtocolError."""
@@ -250,27 +243,37 @@ class ZmqClient:
 
     async def request(self, message: dict[str, Any], timeout: float) -> Any:
         """Send one request; the decoded reply object, or ProtocolError/TimeoutError."""
-        self._ensure_reader()
+        reader = self._ensure_reader()
         rid = self._prefix + str(next(self._ids))
         body = _encode_request({**message, "id": rid})
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
         self._pending[rid] = future
+        # A timer on the future itself: cheaper than asyncio.timeout (no task
+        # cancel/uncancel dance), same TimeoutError for the caller.
+        timer = loop.call_later(timeout, _expire, future)
         try:
-            await self.sock.send_multipart(_signed_frames(body, self.secret))
-            async with asyncio.timeout(timeout):  # no extra task, unlike wait_for
-                return await future
+            reader.send(_signed_frames(body, self.secret))
+            return await future
         finally:
+            timer.cancel()
             self._pending.pop(rid, None)
 
     async def close(self) -> None:
         """Close the connection; requests still waiting fail as ConnectionError (retryable)."""
-        if self._reader is not None:
-            self._reader.cancel()
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(ConnectionError(f"{self.endpoint} went away"))
         self._pending.clear()
-        self.sock.close(0)
+        if self._reader is not None:
+            self._reader.close(0)
+        else:
+            self.sock.close(0)
+
+
+def _expire(future: asyncio.Future[Any]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())
 
 
 class LegacyZmqClient:

@@ -1,0 +1,147 @@
+"""Idle resident memory of a minimal ZMQ handler, and the floor under it.
+
+Three processes, each measured (VmRSS) once it is listening, has answered a
+health request and has sat idle for a second, ``--runs`` times (median and
+spread reported):
+
+- ``handler``: ``python -m schedulezero_handler examples.handlers.echo:Echo
+  --protocol zmq`` (what a handler pod runs);
+- ``floor``: asyncio (with ssl deferred, as the SDK imports it) and pyzmq serving
+  one ROUTER socket from the loop, no SDK: what any asyncio ZMQ server in this
+  interpreter costs, so ``handler - floor`` is the SDK's own share;
+- ``interpreter``: ``python -c`` idling, for scale.
+
+Writes bench/results/sdk_rss.json. Not a test (``tests/unit/test_lean_imports.py``
+pins which modules a handler loads); this measures.
+
+    python bench/sdk_rss.py [--runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results"
+sys.path.insert(0, str(REPO / "hack"))
+
+from schedulezero_testcluster.cluster import free_port  # noqa: E402
+
+FLOOR = """
+import sys
+sys.modules["ssl"] = None  # asyncio without ssl, as the SDK imports it (_lean_asyncio)
+import asyncio
+del sys.modules["ssl"]
+import zmq
+
+async def main():
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.ROUTER)
+    sock.bind(sys.argv[1])
+
+    def ready():
+        while True:
+            try:
+                ident, *_ = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            sock.send_multipart([ident, b'{"v":1,"id":"h","ok":true,"result":{}}'])
+
+    asyncio.get_running_loop().add_reader(sock.getsockopt(zmq.FD), ready)
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+IDLE = "import time; time.sleep(3600)"
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def answers_health(port: int, timeout: float = 10.0) -> None:
+    ctx = zmq.Context()
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            s = ctx.socket(zmq.DEALER)
+            s.setsockopt(zmq.LINGER, 0)
+            s.connect(f"tcp://127.0.0.1:{port}")
+            s.send(b'{"v":1,"type":"health","id":"h"}')
+            answered = s.poll(100)
+            s.close()
+            if answered:
+                return
+        raise TimeoutError(f"nothing answers on port {port}")
+    finally:
+        ctx.destroy(0)
+
+
+def measure(kind: str) -> float:
+    port = free_port()
+    if kind == "handler":
+        argv = ["-m", "schedulezero_handler", "examples.handlers.echo:Echo", "--protocol",
+                "zmq", "--bind", "127.0.0.1", "--port", str(port), "--concurrency", "4",
+                "--log-level", "WARNING"]
+    elif kind == "floor":
+        argv = ["-c", FLOOR, f"tcp://127.0.0.1:{port}"]
+    else:
+        argv = ["-c", IDLE]
+    proc = subprocess.Popen([sys.executable, *argv], cwd=REPO, stdout=subprocess.DEVNULL,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        if kind == "interpreter":
+            time.sleep(1.0)
+        else:
+            answers_health(port)
+            time.sleep(1.0)
+        return rss_mib(proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    samples: dict[str, list[float]] = {"handler": [], "floor": [], "interpreter": []}
+    for _ in range(args.runs):  # interleaved, so background load hits all three alike
+        for kind in samples:
+            samples[kind].append(measure(kind))
+    result: dict[str, Any] = {
+        kind: {"median_mib": statistics.median(v), "min_mib": min(v), "max_mib": max(v),
+               "runs_mib": v}
+        for kind, v in samples.items()
+    }
+    result["sdk_share_mib"] = result["handler"]["median_mib"] - result["floor"]["median_mib"]
+    result["machine"] = {"python": platform.python_version(), "pyzmq": zmq.__version__,
+                         "libzmq": zmq.zmq_version(), "executable": sys.executable}
+    result["when"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    for kind in samples:
+        r = result[kind]
+        print(f"{kind:12} idle RSS {r['median_mib']:6.1f} MiB "
+              f"(min {r['min_mib']:.1f}, max {r['max_mib']:.1f}, {args.runs} runs)")
+    print(f"the SDK's own share (handler - floor): {result['sdk_share_mib']:.1f} MiB")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / "sdk_rss.json"
+    out.write_text(json.dumps(result, indent=2))
+    print(f"saved {out.relative_to(REPO)}")
+
+
+if __name__ == "__main__":
+    main()
