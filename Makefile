@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PYTHONPATH := $(CURDIR)/hack$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: help venv binaries cluster-up cluster-down run test lint unit e2e crds check-crds bench bench-dispatch bench-sdk-rss bench-timing bench-firing bench-cronjob bench-fleet bench-growth bench-replicas bench-plots faults soak clean
+.PHONY: help venv binaries images push cluster-up cluster-down run test lint unit e2e crds check-crds bench bench-dispatch bench-sdk-rss bench-timing bench-firing bench-cronjob bench-fleet bench-growth bench-replicas bench-plots faults soak clean
 
 help:
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -24,6 +24,13 @@ venv: $(STAMP) ## create .venv with the operator, SDK and dev tools
 
 binaries: ## build etcd + kube-apiserver/controller-manager/scheduler (cached by version)
 	bash hack/build-binaries.sh
+
+images: $(STAMP) ## container images (operator, handler base, examples) without Docker; cached
+	$(PY) -m schedulezero_testcluster.imagebuild build
+
+push: $(STAMP) ## copy the built images to a registry: make push REGISTRY=registry.example/you
+	@test -n "$(REGISTRY)" || { echo "usage: make push REGISTRY=host/namespace" >&2; exit 2; }
+	$(PY) -m schedulezero_testcluster.imagebuild push "$(REGISTRY)"
 
 cluster-up: $(STAMP) ## start the local control plane in the background
 	@$(PY) -m schedulezero_testcluster up
