@@ -53,7 +53,8 @@ STORAGE = ["--storage-driver", "vfs", "--root", str(IMAGES_DIR / "storage"),
            "--runroot", str(IMAGES_DIR / "run")]
 
 # The base root filesystem: Python, a shell, and libstdc++ (manylinux wheels such as
-# pyzmq link it and expect the system to have it), nothing else. The `extract` variant
+# pyzmq link it and expect the system to have it), base-files (os-release: scanners
+# identify the distribution by it), nothing else. The `extract` variant
 # unpacks exactly these packages and their dependencies (no apt, dpkg, coreutils,
 # perl: ~45 MB instead of ~105 MB for `essential`) and runs no maintainer scripts,
 # so the hooks do what those would have: passwd/group from base-passwd, the
@@ -61,7 +62,7 @@ STORAGE = ["--storage-driver", "vfs", "--root", str(IMAGES_DIR / "storage"),
 # later), and the package list (extract leaves dpkg's database empty).
 # Time zones and CA certificates come from the tzdata and certifi wheels.
 SUITE = "bookworm"
-PACKAGES = ("python3", "libstdc++6", "dash", "base-passwd")
+PACKAGES = ("python3", "libstdc++6", "dash", "base-passwd", "base-files")
 MMDEBSTRAP_OPTS = (
     "--variant=extract", "--hook-dir=/usr/share/mmdebstrap/hooks/merged-usr",
     "--dpkgopt=path-exclude=/usr/share/man/*", "--dpkgopt=path-exclude=/usr/share/doc/*",

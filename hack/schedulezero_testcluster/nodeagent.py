@@ -1,15 +1,28 @@
-"""Test node agent: runs the pods bound to one Node as local processes.
+"""Test node agent: runs the pods bound to one Node, from their images or as local
+processes.
 
 TEST INFRASTRUCTURE ONLY. This machine has no container runtime, so instead of a
-kubelet this agent registers a Ready Node and runs each container's
-``command``/``args`` as a local process, one loopback address per pod
-(127.0.x.y) reported as ``status.podIP``. Everything above the node (Deployments,
-ReplicaSets, the scheduler, garbage collection, RBAC, watches) is real Kubernetes.
+kubelet this agent registers a Ready Node and runs each container in one of two
+modes, one loopback address per pod (127.0.x.y, ``SZ_POD_NET`` sets the first two
+octets) reported as ``status.podIP``. Everything above the node (Deployments,
+ReplicaSets, the scheduler, garbage collection, RBAC, admission, watches) is real
+Kubernetes.
 
-What it honours, and what it deliberately does not:
-- command/args (required: there is no image to take an entrypoint from; a pod
-  without a command gets the waiting reason ``LocalCommandRequired``), env
-  (values, fieldRef, secretKeyRef, configMapKeyRef), workingDir;
+**Image mode**, for a container whose ``image`` is in the local image store
+(``make images``; ``imagestore``): the image's root filesystem in a bubblewrap
+sandbox (``sandbox``): own PID/IPC/UTS/user namespaces, read-only root unless
+``readOnlyRootFilesystem: false``, runAsUser/runAsGroup/fsGroup/runAsNonRoot,
+volumes at their mountPaths (``volumes``: emptyDir, configMap, secret,
+downwardAPI, projected incl. the ServiceAccount token), entrypoint/cmd/workingDir/
+env from the image config overridden by the pod as Kubernetes does, termination
+messages; status reports ``image`` and ``imageID``. A reference under
+``localhost/`` that is not in the store, or any image without a ``command``, gets
+``ErrImagePull`` then ``ImagePullBackOff`` (retried: a later ``make images`` fixes
+it). Host network: the pod still binds its own pod IP.
+
+**Host-process mode**, for test pods that give a ``command`` and name an image that
+is not ours: the command runs as a local process:
+- command/args, env (values, fieldRef, secretKeyRef, configMapKeyRef), workingDir;
   ``python``/``python3`` resolve to this interpreter so pods see the project venv;
 - readiness and liveness probes (httpGet, tcpSocket, exec), restartPolicy with a
   short capped back-off (1 s doubling to 30 s; the kubelet's 10 s..5 min would
@@ -17,9 +30,13 @@ What it honours, and what it deliberately does not:
   SIGKILL, then the final delete a kubelet makes);
 - a kubeconfig for the pod's ServiceAccount (TokenRequest, bound to the pod) in
   ``KUBECONFIG``, so a pod runs with exactly its RBAC;
-- not: images, volumes, resource limits, init containers beyond running them in
-  order, networking beyond loopback. Pods must bind their own pod IP
-  (``status.podIP`` through the downward API), not 0.0.0.0.
+- not: volumes, image contents.
+
+Both modes: readiness/liveness probes (exec probes run inside the container in
+image mode), restart back-off, graceful termination. Neither: resource limits
+(no cgroups), seccomp profiles, networking beyond loopback, init containers beyond
+running them in order. Pods must bind their own pod IP (``status.podIP`` through
+the downward API), not 0.0.0.0.
 """
 
 from __future__ import annotations
@@ -36,12 +53,15 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
+
+from . import imagestore, sandbox, volumes
 
 log = logging.getLogger("node-agent")
 
@@ -58,11 +78,23 @@ def _child_preexec() -> None:
     ctypes.CDLL("libc.so.6").prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+def pod_net() -> str:
+    """The first two octets of pod IPs: ``SZ_POD_NET`` (default 127.0), so a second
+    local cluster on the same machine hands out addresses the first does not."""
+    net = os.environ.get("SZ_POD_NET", "127.0")
+    octets = net.split(".")
+    if len(octets) != 2 or octets[0] != "127" or not octets[1].isdigit() or \
+            not 0 <= int(octets[1]) <= 255:
+        raise ValueError(f"SZ_POD_NET must look like 127.N, got {net!r}")
+    return net
+
+
 class IpAllocator:
-    """Hands out 127.0.x.y, never reusing an address while a pod holds it."""
+    """Hands out 127.N.x.y, never reusing an address while a pod holds it."""
 
     def __init__(self) -> None:
-        self._next = 256  # 127.0.1.0 -> skip .0 below
+        self.net = pod_net()
+        self._next = 256  # 127.N.1.0 -> skip .0 below
         self._used: set[str] = set()
         self._lock = threading.Lock()
 
@@ -75,7 +107,7 @@ class IpAllocator:
                 x, y = divmod(self._next, 256)
                 if y in (0, 255):
                     continue
-                ip = f"127.0.{x}.{y}"
+                ip = f"{self.net}.{x}.{y}"
                 if ip not in self._used:
                     self._used.add(ip)
                     return ip
@@ -101,9 +133,26 @@ class Container:
         self.probe_due = {"readiness": 0.0, "liveness": 0.0}
         self.probe_failures = {"readiness": 0, "liveness": 0}
         self.probe_successes = 0
+        # Image mode: the image it runs, who it runs as, where its message lands.
+        self.image: imagestore.Entry | None = None
+        self.ident: sandbox.Identity | None = None
+        self.termination_log: Path | None = None
+        self.pull_failures = 0
+        self.pull_failed_at = 0.0
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def app_pid(self) -> int | None:
+        """Image mode: the container's PID 1 as the host sees it (bwrap's child)."""
+        if self.proc is None or self.image is None:
+            return None
+        try:
+            children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()
+        except OSError:
+            return None
+        pids = children.split()
+        return int(pids[0]) if pids else None
 
 
 class PodRunner(threading.Thread):
@@ -123,6 +172,7 @@ class PodRunner(threading.Thread):
         self.lock = threading.Lock()
         self.last_status: str | None = None
         self.env_base: dict[str, str] | None = None
+        self.volumes: dict[str, volumes.Volume] | None = None
 
     # -- lifecycle ---------------------------------------------------------
     def update(self, pod: dict[str, Any]) -> None:
@@ -133,7 +183,6 @@ class PodRunner(threading.Thread):
 
     def run(self) -> None:
         try:
-            self.env_base = self._base_env()
             if not self._run_init_containers():
                 self._loop_until_deleted(init_failed=True)
             else:
@@ -196,6 +245,9 @@ class PodRunner(threading.Thread):
             c.last_exit = {"exitCode": code if code >= 0 else 128 - code,
                            "startedAt": c.started_at, "finishedAt": _now(),
                            "reason": "Completed" if code == 0 else "Error"}
+            message = self._termination_message(c, code)
+            if message:
+                c.last_exit["message"] = message
             c.started_at = None
             c.ready = False
             log.info("%s/%s container %s exited %s", self.ns, self.name, c.name, code)
@@ -206,25 +258,110 @@ class PodRunner(threading.Thread):
                 c.waiting_reason = ("CrashLoopBackOff", f"back-off {delay:.0f}s restarting")
             else:
                 c.next_start = float("inf")
-        if c.proc is None or (not c.running() and time.monotonic() >= c.next_start):
-            if c.waiting_reason and c.waiting_reason[0] not in ("CrashLoopBackOff",):
-                return  # a permanent start failure; reported, not retried in a loop
+        if c.waiting_reason and c.waiting_reason[0] == "ErrImagePull" and \
+                time.monotonic() - c.pull_failed_at > 2.0:
+            c.waiting_reason = ("ImagePullBackOff",
+                                f'Back-off pulling image "{c.spec.get("image", "")}"')
+        if not c.running() and time.monotonic() >= c.next_start:
             self._start(c)
         if c.running():
             self._probe(c)
 
     def _start(self, c: Container) -> None:
+        """Image mode when the image is in the local store; ErrImagePull for one of
+        ours that is not, or for any image without a command; else a host process."""
+        ref = str(c.spec.get("image") or "")
+        entry = imagestore.lookup(ref) if ref else None
+        if entry is not None:
+            self._start_from_image(c, entry)
+        elif imagestore.is_local(ref) or not c.spec.get("command"):
+            self._image_missing(c, ref)
+        else:
+            self._start_host_process(c)
+
+    def _image_missing(self, c: Container, ref: str) -> None:
+        c.pull_failures += 1
+        c.pull_failed_at = time.monotonic()
+        c.next_start = c.pull_failed_at + min(_BACKOFF_START * 5 * 2 ** (c.pull_failures - 1),
+                                              _BACKOFF_MAX)
+        if c.spec.get("imagePullPolicy") == "Never":
+            c.waiting_reason = ("ErrImageNeverPull",
+                                f'Container image "{ref}" is not present with pull policy '
+                                "of Never")
+            return
+        c.waiting_reason = (
+            "ErrImagePull",
+            f'failed to pull image "{ref}": not in the local image store '
+            f"({imagestore.IMAGES_DIR}; `make images` builds this project's images) and "
+            "the local node agent pulls from no registry")
+
+    def _start_from_image(self, c: Container, entry: imagestore.Entry) -> None:
+        pod_sc = self.pod["spec"].get("securityContext") or {}
+        try:
+            rootfs = imagestore.rootfs(entry)
+            image_config = imagestore.image_config(entry)
+            if self.volumes is None:
+                self.volumes = volumes.materialize(
+                    self.pod, self.dir, self.agent.fetch_keys,
+                    lambda aud, exp: self.agent.service_account_token(self.pod, aud, exp))
+            mounts = volumes.mounts(c.spec, self.volumes)
+            ident = sandbox.identity(image_config, rootfs, pod_sc,
+                                     c.spec.get("securityContext") or {})
+            env = self._container_env(c.spec, self._image_base_env(image_config, rootfs,
+                                                                    ident))
+            argv = [_expand(a, env) for a in sandbox.process_args(image_config, c.spec)]
+        except (volumes.VolumeError, ApiException, subprocess.CalledProcessError) as e:
+            c.waiting_reason = ("ContainerCreating", f"volumes not ready: {e}")
+            c.next_start = time.monotonic() + 2.0
+            return
+        except (sandbox.ConfigError, LookupError) as e:
+            c.waiting_reason = ("CreateContainerConfigError", str(e))
+            c.next_start = time.monotonic() + 2.0
+            return
+        hosts = self.dir / "hosts"
+        hosts.write_text(f"127.0.0.1\tlocalhost\n::1\tlocalhost\n{self.ip}\t{self.name}\n")
+        hosts.chmod(0o644)
+        self.dir.chmod(0o755)
+        plan = sandbox.plan(pod_dir=self.dir, name=c.name, rootfs=rootfs, spec=c.spec,
+                            config=image_config, ident=ident, env=env, argv=argv,
+                            mounts=mounts, hostname=self.name, hosts_file=hosts)
+        c.image, c.ident, c.termination_log = entry, ident, plan.termination_log
+        self._popen(c, plan.argv, {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}, str(self.dir))
+
+    def _image_base_env(self, image_config: dict[str, Any], rootfs: Path,
+                        ident: sandbox.Identity) -> dict[str, str]:
+        """The image's Env, then what a kubelet and runtime add: HOSTNAME, the API
+        server's address (here the real one: no Service routing without kube-proxy)
+        and HOME from the image's passwd."""
+        env = sandbox.image_env(image_config)
+        host, port = self.agent.api_host_port
+        env.update({"HOSTNAME": self.name, "KUBERNETES_SERVICE_HOST": host,
+                    "KUBERNETES_SERVICE_PORT": str(port),
+                    "KUBERNETES_SERVICE_PORT_HTTPS": str(port),
+                    "KUBERNETES_PORT": f"tcp://{host}:{port}"})
+        if "HOME" not in env:
+            env["HOME"] = sandbox._passwd(rootfs, "passwd", 5, ident.uid) or "/"
+        return env
+
+    def _termination_message(self, c: Container, code: int) -> str:
+        """What a kubelet puts into ``terminated.message``: the file at
+        terminationMessagePath (4 KiB at most), else with FallbackToLogsOnError and a
+        failure, the log's tail."""
+        message = ""
+        if c.termination_log is not None and c.termination_log.exists():
+            message = c.termination_log.read_bytes()[:4096].decode(errors="replace")
+        if not message and code != 0 and \
+                c.spec.get("terminationMessagePolicy") == "FallbackToLogsOnError":
+            log_file = self.dir / f"{c.name}.log"
+            if log_file.exists():
+                lines = log_file.read_bytes()[-2048:].decode(errors="replace").splitlines()
+                message = "\n".join(lines[-80:])
+        return message
+
+    def _start_host_process(self, c: Container) -> None:
         command = list(c.spec.get("command") or [])
         args = list(c.spec.get("args") or [])
-        if not command:
-            c.waiting_reason = (
-                "LocalCommandRequired",
-                "the local node agent runs containers as processes and cannot read an "
-                "image entrypoint: set the container's command",
-            )
-            c.proc = None
-            c.next_start = float("inf")
-            return
+        c.image = c.ident = c.termination_log = None
         if command[0] in ("python", "python3"):
             command[0] = sys.executable
         try:
@@ -234,7 +371,9 @@ class PodRunner(threading.Thread):
             c.next_start = time.monotonic() + 2.0
             return
         argv = [_expand(a, env) for a in command + args]
-        cwd = c.spec.get("workingDir") or str(self.dir)
+        self._popen(c, argv, env, c.spec.get("workingDir") or str(self.dir))
+
+    def _popen(self, c: Container, argv: list[str], env: dict[str, str], cwd: str) -> None:
         logf = (self.dir / f"{c.name}.log").open("ab")
         try:
             c.proc = subprocess.Popen(
@@ -257,8 +396,8 @@ class PodRunner(threading.Thread):
             probe = c.spec.get(f"{kind}Probe") or {}
             c.probe_due[kind] = now + float(probe.get("initialDelaySeconds", 0))
         c.ready = not c.spec.get("readinessProbe")
-        log.info("%s/%s container %s started pid=%s ip=%s", self.ns, self.name, c.name,
-                 c.proc.pid, self.ip)
+        log.info("%s/%s container %s started pid=%s ip=%s%s", self.ns, self.name, c.name,
+                 c.proc.pid, self.ip, f" image={c.image.ref}" if c.image else "")
 
     def _probe(self, c: Container) -> None:
         now = time.monotonic()
@@ -301,13 +440,29 @@ class PodRunner(threading.Thread):
                                               timeout=timeout):
                     return True
             if "exec" in probe:
-                env = self._container_env(c.spec)
-                r = subprocess.run(probe["exec"]["command"], env=env, timeout=timeout,
-                                   capture_output=True, cwd=str(self.dir))
-                return r.returncode == 0
+                return self._exec_probe(c, probe["exec"]["command"], timeout)
         except Exception:  # noqa: BLE001 - any probe error is a failed probe
             return False
         return False
+
+    def _exec_probe(self, c: Container, command: list[str], timeout: float) -> bool:
+        """In image mode the command runs inside the container (its namespaces, root
+        and user, as ``kubectl exec`` would); otherwise as a host process."""
+        if c.image is None or c.ident is None:
+            env = self._container_env(c.spec)
+            r = subprocess.run(command, env=env, timeout=timeout, capture_output=True,
+                               cwd=str(self.dir))
+            return r.returncode == 0
+        pid = c.app_pid()
+        if pid is None:
+            return False
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        env = dict(e.decode().split("=", 1) for e in environ if b"=" in e)
+        r = subprocess.run(["nsenter", "--target", str(pid), "--user", "--mount", "--uts",
+                            "--ipc", "--pid", "--root", "--wd",
+                            f"--setuid={c.ident.uid}", f"--setgid={c.ident.gid}", "--",
+                            *command], env=env, timeout=timeout, capture_output=True)
+        return r.returncode == 0
 
     @staticmethod
     def _port(c: Container, port: int | str) -> int:
@@ -319,9 +474,10 @@ class PodRunner(threading.Thread):
         raise LookupError(f"named port {port!r} not declared")
 
     def _kill_all(self, grace: float) -> None:
-        procs = [c.proc for c in self.containers if c.proc is not None and c.running()]
-        for p in procs:
-            _signal_group(p, signal.SIGTERM if grace > 0 else signal.SIGKILL)
+        running = [c for c in self.containers if c.proc is not None and c.running()]
+        procs = [c.proc for c in running if c.proc is not None]
+        for c in running:
+            _stop_container(c, signal.SIGTERM if grace > 0 else signal.SIGKILL)
         deadline = time.monotonic() + grace
         for p in procs:
             try:
@@ -354,8 +510,11 @@ class PodRunner(threading.Thread):
             env["KUBECONFIG"] = str(kubeconfig)
         return env
 
-    def _container_env(self, spec: dict[str, Any]) -> dict[str, str]:
-        env = dict(self.env_base or {})
+    def _container_env(self, spec: dict[str, Any],
+                       base: dict[str, str] | None = None) -> dict[str, str]:
+        if base is None and self.env_base is None:
+            self.env_base = self._base_env()
+        env = dict((self.env_base or {}) if base is None else base)
         fields = {
             "metadata.name": self.name, "metadata.namespace": self.ns,
             "metadata.uid": self.uid, "status.podIP": self.ip, "status.hostIP": "127.0.0.1",
@@ -394,7 +553,8 @@ class PodRunner(threading.Thread):
             else:
                 state = {"waiting": {"reason": "ContainerCreating"}}
             entry: dict[str, Any] = {
-                "name": c.name, "image": c.spec.get("image", ""), "imageID": "",
+                "name": c.name, "image": c.image.ref if c.image else c.spec.get("image", ""),
+                "imageID": c.image.image_id if c.image else "",
                 "ready": c.ready and c.running(), "restartCount": c.restarts,
                 "started": c.running(), "state": state,
             }
@@ -438,6 +598,21 @@ class PodRunner(threading.Thread):
                 self.deleting.set()
             else:
                 log.warning("status of %s/%s: %s", self.ns, self.name, e.reason)
+
+
+def _stop_container(c: Container, sig: int) -> None:
+    """SIGTERM goes to the container's PID 1 in image mode (signalling bwrap itself
+    would make it kill its child at once); SIGKILL, and everything in host mode, to
+    the whole process group."""
+    pid = c.app_pid() if sig != signal.SIGKILL else None
+    if pid is not None:
+        try:
+            os.kill(pid, sig)
+            return
+        except ProcessLookupError:
+            pass
+    if c.proc is not None:
+        _signal_group(c.proc, sig)
 
 
 def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
@@ -548,17 +723,47 @@ class NodeAgent:
             self.coordination.create_namespaced_lease("kube-node-lease", body)
 
     # -- pods --------------------------------------------------------------
+    @property
+    def api_host_port(self) -> tuple[str, int]:
+        """Where pods reach the API server (KUBERNETES_SERVICE_HOST/PORT)."""
+        url = urllib.parse.urlsplit(self.server)
+        return url.hostname or "127.0.0.1", url.port or 443
+
+    def service_account_token(self, pod: dict[str, Any], audiences: list[str],
+                               expiration: int) -> str:
+        """A TokenRequest for the pod's ServiceAccount, bound to the pod (as the kubelet
+        makes for projected token volumes)."""
+        sa = pod["spec"].get("serviceAccountName") or "default"
+        body = {"spec": {"audiences": audiences, "expirationSeconds": expiration,
+                         "boundObjectRef": {"kind": "Pod", "apiVersion": "v1",
+                                            "name": pod["metadata"]["name"],
+                                            "uid": pod["metadata"]["uid"]}}}
+        resp = self.core.create_namespaced_service_account_token(
+            sa, pod["metadata"]["namespace"], body, _preload_content=False)
+        return str(json.loads(resp.data)["status"]["token"])
+
+    def fetch_keys(self, namespace: str, kind: str, name: str) -> dict[str, bytes] | None:
+        """A ConfigMap's or Secret's keys as bytes, None when it does not exist."""
+        import base64
+
+        try:
+            if kind == "secret":
+                secret = self.core.read_namespaced_secret(name, namespace)
+                return {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
+            cm = self.core.read_namespaced_config_map(name, namespace)
+            return {**{k: base64.b64decode(v) for k, v in (cm.binary_data or {}).items()},
+                    **{k: v.encode() for k, v in (cm.data or {}).items()}}
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
     def pod_kubeconfig(self, pod: dict[str, Any], directory: Path) -> Path | None:
         if pod["spec"].get("automountServiceAccountToken") is False:
             return None
         sa = pod["spec"].get("serviceAccountName") or "default"
-        body = {"spec": {"audiences": [], "expirationSeconds": 86400, "boundObjectRef": {
-            "kind": "Pod", "apiVersion": "v1", "name": pod["metadata"]["name"],
-            "uid": pod["metadata"]["uid"]}}}
         try:
-            resp = self.core.create_namespaced_service_account_token(
-                sa, pod["metadata"]["namespace"], body, _preload_content=False)
-            token = json.loads(resp.data)["status"]["token"]
+            token = self.service_account_token(pod, [], 86400)
         except ApiException as e:
             log.warning("no token for %s: %s", pod["metadata"]["name"], e.reason)
             return None

@@ -1,10 +1,13 @@
-"""The Helm chart: installs, runs the operator as a pod under its own least-privilege
-RBAC (the node agent hands the pod a token for its ServiceAccount), and that pod
-fires Schedules."""
+"""The Helm chart: installs into a namespace enforcing the `restricted` Pod Security
+Standard, runs the operator from the image `make images` builds as a pod under its
+own least-privilege RBAC (the node agent runs it from the image in a sandbox, with
+the ServiceAccount token projected by the API server's admission), that pod fires
+Schedules, and `helm test` passes."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import urllib.request
 from collections.abc import Iterator
@@ -29,15 +32,22 @@ def helm() -> str:
     return str(helm_binary())
 
 
+RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted",
+              "pod-security.kubernetes.io/enforce-version": "latest"}
+
+
 @pytest.fixture
 def chart_release(kubeconfig: str, operator: OperatorProcess,
                   api: client.ApiClient) -> Iterator[str]:
-    """The chart's operator, alone: the session's operator steps aside meanwhile."""
+    """The chart's operator, alone (the session's operator steps aside meanwhile), in a
+    namespace whose PodSecurity admission enforces `restricted`."""
     operator.stop()
     ns = unique("sz-system")
-    subprocess.run([helm(), "--kubeconfig", kubeconfig, "install", "sz", str(CHART),
-                    "--namespace", ns, "--create-namespace", "--wait", "--timeout", "120s"],
-                   check=True, capture_output=True, text=True)
+    client.CoreV1Api(api).create_namespace({"metadata": {"name": ns, "labels": RESTRICTED}})
+    install = subprocess.run([helm(), "--kubeconfig", kubeconfig, "install", "sz", str(CHART),
+                              "--namespace", ns, "--wait", "--timeout", "120s"],
+                             capture_output=True, text=True)
+    assert install.returncode == 0, install.stderr
     try:
         yield ns
     finally:
@@ -70,6 +80,10 @@ def kinds(out: str) -> dict[str, list[dict[str, Any]]]:
 def test_chart_renders_deterministically(kubeconfig: str) -> None:
     out = render()
     assert "readOnlyRootFilesystem: true" in out and "runAsNonRoot: true" in out
+    (deployment,) = kinds(out)["Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == "localhost/schedulezero/operator:0.1.0", "the image we build"
+    assert container["imagePullPolicy"] == "IfNotPresent" and "command" not in container
     assert "kind: ClusterRole" in out and "verbs: [get, patch]" in out
     crds = sorted(p.name for p in (CHART / "crds").iterdir())
     assert crds == ["handlers.yaml", "schedules.yaml"]
@@ -140,6 +154,25 @@ def test_chart_operator_fires_with_least_privilege(
         None), timeout=90)
     sa = f"system:serviceaccount:{chart_release}:sz-schedulezero-operator"
     assert pod.spec.service_account_name == "sz-schedulezero-operator"
+    from schedulezero_testcluster import imagestore
+
+    (status,) = pod.status.container_statuses
+    built = imagestore.lookup(status.image)
+    assert built is not None and status.image_id == built.image_id, "runs the built image"
+    # The host's view of the operator's process: the pod's uid, its own PID namespace,
+    # the image's root.
+    pid = operator_pid(pod.metadata.name)
+    uid = next(line.split()[1] for line in Path(f"/proc/{pid}/status").read_text()
+               .splitlines() if line.startswith("Uid:"))
+    assert uid == "65532"
+    assert os.readlink(f"/proc/{pid}/ns/pid") != os.readlink("/proc/self/ns/pid")
+    assert Path(f"/proc/{pid}/root/opt/venv/bin/python").exists()
+    # PodSecurity admission is on in that namespace: a privileged pod is refused.
+    with pytest.raises(client.ApiException) as refused:
+        core.create_namespaced_pod(chart_release, {"metadata": {"name": "priv"}, "spec": {
+            "containers": [{"name": "c", "image": pod.spec.containers[0].image,
+                            "securityContext": {"privileged": True}}]}})
+    assert refused.value.status == 403 and "restricted" in refused.value.body
     assert can_i(kubeconfig, sa, "patch", "schedules", "--subresource=status", "-n", namespace)
     assert can_i(kubeconfig, sa, "watch", "schedules", "-A")
     assert not can_i(kubeconfig, sa, "patch", "schedules", "-n", namespace), \
@@ -176,3 +209,25 @@ def test_chart_operator_fires_with_least_privilege(
         assert succeeded >= 2
     finally:
         handler.stop()
+    # `helm test`: the chart's hook checks, from inside the cluster, that the CRDs are
+    # served and the operator answers its health endpoint.
+    result = subprocess.run([helm(), "--kubeconfig", kubeconfig, "test", "sz", "-n",
+                             chart_release, "--timeout", "90s"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Phase:          Succeeded" in result.stdout
+
+
+def operator_pid(pod_name: str) -> int:
+    """The host pid of the process a pod runs, found by its environment (the node
+    agent sets HOSTNAME to the pod name)."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            environ = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"HOSTNAME={pod_name}".encode() in environ and \
+                b"KUBERNETES_SERVICE_HOST=127.0.0.1" in environ:
+            return int(proc.name)
+    raise AssertionError(f"no process of pod {pod_name}")
