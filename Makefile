@@ -1,7 +1,7 @@
 # ScheduleZero operator. The two commands a newcomer needs:
 #   make run    local control plane + CRDs + operator + example handler + Schedule
 #   make test   lint, unit, integration and e2e tests (starts its own local cluster
-#               unless KUBECONFIG points at one)
+#               unless KUBECONFIG points at one); builds the images first
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -38,7 +38,7 @@ cluster-up: $(STAMP) ## start the local control plane in the background
 cluster-down: $(STAMP) ## stop the local control plane and everything it started
 	@$(PY) -m schedulezero_testcluster down
 
-run: $(STAMP) ## cluster up, then show what runs on it
+run: $(STAMP) images ## cluster up, then show what runs on it
 	@bash hack/run.sh
 
 lint: $(STAMP) ## ruff + mypy
@@ -48,7 +48,7 @@ lint: $(STAMP) ## ruff + mypy
 unit: $(STAMP) ## unit tests only (no cluster)
 	$(PY) -m pytest tests/unit -q
 
-test: $(STAMP) binaries lint ## everything: lint, unit, integration, e2e
+test: $(STAMP) binaries images lint ## everything: lint, unit, integration, e2e (incl. pods from the images)
 	$(PY) -m pytest tests -q -p no:cacheprovider
 
 faults: $(STAMP) binaries ## every fault scenario, full size (CI runs compact forms in `make test`)
