@@ -23,6 +23,7 @@ Buildah's storage and run roots live in the cache too, never in system paths.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import gzip
 import hashlib
 import os
@@ -256,11 +257,13 @@ def build_wheelhouse() -> tuple[Path, str]:
 
 def project_wheel(wheels: Path, into: Path) -> None:
     """schedulezero-<version>-py3-none-any.whl from a clean copy of the source (so the
-    build writes nothing into the checkout), built offline."""
+    build writes nothing into the checkout), built offline. The README (the wheel's
+    long description) is a stub: the images do not need it, and editing the README
+    should not rebuild them."""
     with tempfile.TemporaryDirectory(prefix="sz-src-") as tmp:
         src = Path(tmp)
-        for rel in ("pyproject.toml", "README.md"):
-            shutil.copy2(REPO / rel, src / rel)
+        shutil.copy2(REPO / "pyproject.toml", src / "pyproject.toml")
+        (src / "README.md").write_text("ScheduleZero operator and handler SDK.\n")
         for rel in ("operator/schedulezero_operator", "handler_sdk/schedulezero_handler"):
             shutil.copytree(REPO / rel, src / rel,
                             ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
@@ -270,7 +273,7 @@ def project_wheel(wheels: Path, into: Path) -> None:
 
 # -- 3. images ---------------------------------------------------------------------
 def source_key() -> str:
-    return tree_hash(REPO / "pyproject.toml", REPO / "README.md",
+    return tree_hash(REPO / "pyproject.toml",
                      REPO / "operator" / "schedulezero_operator",
                      REPO / "handler_sdk" / "schedulezero_handler")
 
@@ -328,6 +331,19 @@ def _uncompressed_size(layout: Path, man: dict[str, Any]) -> int:
 
 
 def build(only: set[str] | None = None) -> dict[str, Entry]:
+    """Build what is missing; one build at a time per machine (checkouts share the
+    cache, and buildah's storage takes one writer)."""
+    IMAGES_DIR.mkdir(parents=True, exist_ok=True)
+    with open(IMAGES_DIR / "build.lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log("another image build is running on this machine; waiting for it")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        return _build(only)
+
+
+def _build(only: set[str] | None) -> dict[str, Entry]:
     started = time.monotonic()
     for tool in ("mmdebstrap", "buildah", "umoci", "skopeo"):
         if shutil.which(tool) is None:
@@ -374,29 +390,46 @@ def build(only: set[str] | None = None) -> dict[str, Entry]:
                     "--build-arg", f"BASE={base_arg}", "--build-arg", f"VERSION={VERSION}",
                     "--build-arg", f"SOURCE={SOURCE}", "-t", image.ref, str(ctx))
             entry = export(image, key)
-        old = entries.get(image.ref)
         entries[image.ref] = entry
         imagestore.save_index(entries)
-        if old and old.key != key:
-            shutil.rmtree(old.layout, ignore_errors=True)
-            Path(old.archive).unlink(missing_ok=True)
     if staged:
         shutil.rmtree(ctx, ignore_errors=True)
         # Intermediate images (build stages, superseded tags) only take space.
         subprocess.run(["buildah", *STORAGE, "rmi", "--prune"], capture_output=True)
+    prune(entries)
     unpack_all(entries)
     log(f"images ready in {time.monotonic() - started:.1f} s")
     print_table(entries)
     return entries
 
 
-def unpack_all(entries: dict[str, Entry]) -> None:
-    """Unpack every image for the node agent now (~10 s each, once per digest), so
-    the first pod started from it does not wait; drop roots no image uses any more."""
-    current = {e.digest.replace(":", "-") for e in entries.values()}
+# Generations of each image kept on disk. Older ones go, but not at once: a cluster
+# started before a rebuild (another checkout's `make test`) may still run pods whose
+# root is an earlier generation's unpacked filesystem.
+KEEP = 3
+
+
+def prune(entries: dict[str, Entry]) -> None:
+    """Keep the newest KEEP layouts, archives and unpacked roots of each image."""
+    keep_digests = {e.digest for e in entries.values()}
+    for image in IMAGES:
+        layouts = sorted((IMAGES_DIR / "oci").glob(f"{image.name}-*"),
+                         key=lambda p: p.stat().st_mtime, reverse=True)
+        for i, layout in enumerate(layouts):
+            if i < KEEP and (layout / "index.json").exists():
+                keep_digests.add(imagestore.manifest(layout, VERSION)[0])
+                continue
+            shutil.rmtree(layout, ignore_errors=True)
+            (IMAGES_DIR / "archives" / f"{layout.name}.tar").unlink(missing_ok=True)
+    keep = {d.replace(":", "-") for d in keep_digests}
     for old in (IMAGES_DIR / "rootfs").glob("sha256-*"):
-        if old.name.split(".")[0] not in current:
+        if old.name.split(".")[0] not in keep:
             shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
+
+
+def unpack_all(entries: dict[str, Entry]) -> None:
+    """Unpack every image for the node agent now (~5-10 s each, once per digest), so
+    the first pod started from it does not wait."""
     for entry in entries.values():
         if not (IMAGES_DIR / "rootfs" / entry.digest.replace(":", "-") / "rootfs").is_dir():
             with progress(f"umoci unpack {entry.ref}"):
