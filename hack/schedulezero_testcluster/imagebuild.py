@@ -86,6 +86,9 @@ HOST_SOURCES = Path("/etc/apt/sources.list.d/debian.sources")
 # Wheels for the image's interpreter (bookworm's CPython 3.11, glibc 2.36).
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux2014_x86_64", "linux_x86_64")
 EXTRAS = ("operator", "http")
+# Bump when the way an image is assembled from its inputs changes (the staged
+# context, build arguments): every other input is hashed into the cache key already.
+RECIPE = 1
 
 
 @dataclass(frozen=True)
@@ -280,7 +283,7 @@ def source_key() -> str:
 
 def image_key(image: Image, base: str, wheels_key: str, src: str, keys: dict[str, str]) -> str:
     parts = [base, wheels_key, src, VERSION, SOURCE, tree_hash(REPO / image.containerfile),
-             Path(__file__).read_text()]
+             str(RECIPE)]
     if image.parent:
         parts.append(keys[image.parent])
     if image.name == "examples":
@@ -460,7 +463,9 @@ def push(registry: str) -> None:
             raise SystemExit(f"{image.ref} not built: run `make images` first")
         dest = f"docker://{registry.rstrip('/')}/schedulezero-{image.name}:{VERSION}"
         log(f"skopeo copy {image.ref} -> {dest}")
-        subprocess.run(["skopeo", "copy", f"oci-archive:{entry.archive}", dest], check=True)
+        if subprocess.run(["skopeo", "copy", f"oci-archive:{entry.archive}", dest]).returncode:
+            raise SystemExit(f"push to {dest} failed (skopeo's message above; "
+                             "`skopeo login` first if the registry needs credentials)")
 
 
 def main() -> int:

@@ -8,6 +8,7 @@ example handler image with the session's operator dispatching to them.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 from pathlib import Path
@@ -54,6 +55,10 @@ def test_images_are_small_non_root_labelled_and_carry_no_build_tools(
         assert not (root / "root" / ".cache").exists() and not (root / "wheels").exists()
         assert (site / "schedulezero_handler").is_dir()
         assert (site / "schedulezero_operator").is_dir() == ref.endswith(f"operator:{VERSION}")
+        # The oci-archive `make push` copies holds the very manifest the node agent runs.
+        raw = subprocess.run(["skopeo", "inspect", "--raw", f"oci-archive:{entry.archive}"],
+                             check=True, capture_output=True).stdout
+        assert f"sha256:{hashlib.sha256(raw).hexdigest()}" == entry.digest, ref
     assert built[OPERATOR].size <= 150e6, f"operator image {built[OPERATOR].size / 1e6:.1f} MB"
 
 
@@ -84,7 +89,7 @@ facts = {
     "argv": sys.argv[1:],
     "pids_visible": sorted(int(p) for p in os.listdir("/proc") if p.isdigit()),
     "root_write": attempt(lambda: open("/probe-root", "w").close()),
-    "scratch_write": attempt(lambda: open("/scratch/probe", "w").close()),
+    "scratch_write": attempt(lambda: open(f"/scratch/probe-{os.getuid()}", "w").close()),
     "config_write": attempt(lambda: open("/config/new", "w").close()),
     "config": open("/config/greeting").read(),
     "secret": open("/var/run/creds/password").read(),
