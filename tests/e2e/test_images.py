@@ -20,8 +20,8 @@ from kubernetes.client.rest import ApiException
 from schedulezero_testcluster import imagestore
 from schedulezero_testcluster.imagebuild import IMAGES, VERSION
 
-from .conftest import Objects
 from .kube import wait_for
+from .objects import Objects
 from .operator_harness import REPO
 
 pytestmark = pytest.mark.cluster
