@@ -83,6 +83,8 @@ class Firing:
     def set_next(self, slot: dt.datetime | None) -> None:
         s = self.s
         self._armed += 1
+        if slot is not None and s.next_slot is not None and slot > s.next_slot:
+            s.gap = (slot - s.next_slot).total_seconds()
         s.next_slot = slot
         s.claim_lost = slot is not None and claims.blocks(
             s.foreign_claim, self.ctx.identity, slot, self.ctx.clock.now())

@@ -83,6 +83,7 @@ class ScheduleState:
     active: dict[str, Run] = field(default_factory=dict)
     buffered: Run | None = None  # BufferOne: the run waiting for the active one
     next_slot: dt.datetime | None = None
+    gap: float | None = None  # seconds between the last two slots armed (the period)
     claim: Claim | None = None  # the claim we last asked for
     claim_until: dt.datetime | None = None  # confirmed by a write: slots up to here are ours
     claim_lost: bool = False  # another operator holds the next slot

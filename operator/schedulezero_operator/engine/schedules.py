@@ -9,6 +9,7 @@ status at write time (typed, via ``status``), decides which claim goes with it
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -22,15 +23,30 @@ from .firing import Firing
 from .handlers import HandlerRegistry
 from .runs import NO_ENDPOINT_WAIT, RunExecutor
 from .schedule import Parsed, ScheduleState, parse_schedule, trigger_text
-from .times import iso, iso_or_none
+from .times import iso, iso_or_none, later
 from .writer import MIN_WRITE_INTERVAL
 
+# A frequent Schedule's status may lag its runs by up to this (see min_interval).
+FREQUENT_MAX_LAG = 4.0
 log = logging.getLogger("schedulezero.schedules")
 
 
 class ScheduleRunner:
     plural = "schedules"
-    min_interval = MIN_WRITE_INTERVAL
+    @property
+    def min_interval(self) -> float:
+        """Seconds between two status writes of this Schedule (urgent claim writes aside).
+
+        A Schedule firing every few seconds is written at most every second run (≤ 0.5
+        writes per run) but never lags more than ``FREQUENT_MAX_LAG``; at hundreds of
+        fires a second the API server is the bottleneck, and a run's record can wait.
+        The price: after a crash, up to that many seconds of runs were not recorded
+        and are resent by the successor (same run ids: the SDK dedupes them).
+        """
+        gap = self.s.gap
+        if gap is None or gap > FREQUENT_MAX_LAG:
+            return MIN_WRITE_INTERVAL
+        return max(MIN_WRITE_INTERVAL, min(2 * gap, FREQUENT_MAX_LAG))
 
     def __init__(self, ctx: Context, handlers: HandlerRegistry, executor: RunExecutor,
                  body: dict[str, Any], on_gone: Callable[[tuple[str, str]], None]) -> None:
@@ -190,7 +206,10 @@ class ScheduleRunner:
             return None
         if s.claim_lost:
             return s.foreign_claim  # leave the holder's claim as it is
-        if not claims.covers(s.claim, self.ctx.identity, s.next_slot, s.trigger):
+        # Extended in this write if it would need an urgent write of its own before the
+        # next regular one: a frequent Schedule then pays no separate claim writes.
+        soon = later(s.next_slot, dt.timedelta(seconds=self.min_interval))
+        if not claims.covers(s.claim, self.ctx.identity, soon, s.trigger):
             s.claim = claims.new_claim(self.ctx.identity, s.uid, s.next_slot, s.trigger)
         return s.claim
 

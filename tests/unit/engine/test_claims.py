@@ -116,7 +116,7 @@ async def test_a_predecessors_claim_found_at_start_is_taken_over_at_once() -> No
     async with Operator(kube) as op:
         kube.interfere("schedules", "s", {"lastRunNow": None})  # the first write conflicts
         await asyncio.sleep(2.5)
-    assert [c.at for c in op.dispatcher.calls] == [1.0, 2.0]
+    assert [round(c.at, 6) for c in op.dispatcher.calls] == [1.0, 2.0]
     assert kube.status("s")["claim"]["holder"] == "op-a"
 
 
@@ -134,6 +134,6 @@ async def test_two_operators_without_a_lease_never_fire_a_slot_twice() -> None:
     await b.stop()
     run_ids = [c.run_id for c in a.dispatcher.calls + b.dispatcher.calls]
     assert len(run_ids) == len(set(run_ids)), "no slot ran twice"
-    assert [c.at for c in a.dispatcher.calls] == [float(i) for i in range(1, 11)]
+    assert [round(c.at, 6) for c in a.dispatcher.calls] == [float(i) for i in range(1, 11)]
     assert b.dispatcher.calls, "op-b took over"
     assert b.dispatcher.calls[0].at <= 10 + claims.CLAIM_HORIZON.total_seconds() + 1

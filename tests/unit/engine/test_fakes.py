@@ -72,4 +72,4 @@ async def test_the_dispatcher_times_out_fails_and_drops_connections() -> None:
     await d.forget(ep)
     r = await pending
     assert (r.error_type, r.retryable) == ("ConnectionError", True)
-    assert [c.at for c in d.calls] == [0.0, 2.0, 2.0]
+    assert [round(c.at, 6) for c in d.calls] == [0.0, 2.0, 2.0]
