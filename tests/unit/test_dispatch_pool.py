@@ -155,3 +155,18 @@ def test_an_unbounded_home_ignores_load_but_not_capacity() -> None:
     small.set_ready([ep(1), ep(2)])
     first = small.acquire(home="x", bounded=False)
     assert small.acquire(home="x", bounded=False) not in (None, first), "full: elsewhere"
+
+
+def test_a_replacement_pod_does_not_take_the_home_of_a_run_sent_before_it_was_ready() -> None:
+    """A successor resends a run a dead leader may have sent: its home must be chosen
+    among the endpoints that were there at its slot, or a newcomer steals a third."""
+    wall = [100.0]
+    pool = EndpointPool(capacity_per_endpoint=100, wall=lambda: wall[0])
+    pool.set_ready([ep(1), ep(2)])
+    before = {f"r{i}": pool.acquire(home=f"r{i}", bounded=False) for i in range(60)}
+    wall[0] = 200.0
+    pool.set_ready([ep(1), ep(2), ep(3)])  # ep(3) replaces a pod that died at 150
+    resent = {rid: pool.acquire(home=rid, bounded=False, home_since=120.0) for rid in before}
+    assert resent == before
+    fresh = [pool.acquire(home=f"n{i}", bounded=False, home_since=250.0) for i in range(60)]
+    assert ep(3) in fresh, "runs of later slots use every endpoint"

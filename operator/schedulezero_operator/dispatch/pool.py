@@ -41,6 +41,7 @@ class _Slot:
     bad_replies: int = 0  # in a row
     out_for: float = 0.0  # the last quarantine's length (0: none since the last good reply)
     out_until: float = 0.0  # monotonic
+    ready_at: float = 0.0  # wall clock: when this pool first saw it Ready
 
 
 BOUND_SLACK = 0.25
@@ -56,9 +57,11 @@ def _rank(run_id: str, key: str) -> int:
 
 class EndpointPool:
     def __init__(self, capacity_per_endpoint: int = 1,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], float] = time.time) -> None:
         self.capacity_per_endpoint = capacity_per_endpoint
         self._clock = clock
+        self._wall = wall
         self._slots: dict[str, _Slot] = {}
         self._rr = 0  # rotates ties so equal endpoints share the load
 
@@ -75,7 +78,8 @@ class EndpointPool:
         for e in endpoints:
             existing = self._slots.get(e.key)
             if existing is None:
-                self._slots[e.key] = _Slot(e, self.capacity_per_endpoint)
+                self._slots[e.key] = _Slot(e, self.capacity_per_endpoint,
+                                           ready_at=self._wall())
             else:
                 existing.ready = True
                 existing.endpoint = e
@@ -97,14 +101,19 @@ class EndpointPool:
         return sum(max(0, s.capacity - s.in_flight) for s in self._slots.values() if s.ready)
 
     def acquire(self, avoid: str | None = None, home: str | None = None,
-                prefer: str | None = None, bounded: bool = True) -> Endpoint | None:
+                prefer: str | None = None, bounded: bool = True,
+                home_since: float | None = None) -> Endpoint | None:
         """An endpoint for one attempt, or None when every Ready endpoint is full.
 
         ``prefer`` (a key): that endpoint if it is Ready, even when full — a resumed run
         joins the execution it already has there, it adds no work. ``home`` (a run id):
         the run's rendezvous choice if its load is within the bound (``bounded``; else
-        whenever it has a free slot: a run a predecessor may have sent there). Otherwise
-        the least-loaded endpoint (``avoid`` loses ties).
+        whenever it has a free slot: a run a predecessor may have sent there). With
+        ``home_since`` (a wall-clock time: the run's slot) the home is chosen among the
+        endpoints Ready since then, if any: one that appeared later (a replacement pod)
+        cannot hold the predecessor's send, and with rendezvous hashing a newcomer would
+        take a third of the homes. Otherwise the least-loaded endpoint (``avoid`` loses
+        ties).
         """
         now = self._clock()
         usable = [s for s in self._slots.values() if s.ready and s.out_until <= now]
@@ -118,6 +127,8 @@ class EndpointPool:
             return None
         if home is not None:
             ready = usable
+            if home_since is not None:
+                ready = [s for s in usable if s.ready_at <= home_since] or usable
             chosen = max(ready, key=lambda s: _rank(home, s.endpoint.key))
             bound = math.ceil((1 + BOUND_SLACK) * (sum(s.in_flight for s in ready) + 1)
                               / len(ready)) + BOUND_EXTRA

@@ -28,6 +28,7 @@ class _Want:
     home: str | None = None
     prefer: str | None = None
     bounded: bool = True
+    home_since: float | None = None
 
 
 class EndpointQueue:
@@ -64,12 +65,13 @@ class EndpointQueue:
 
     async def acquire(self, priority: str, wait: float, avoid: str | None = None,
                       home: str | None = None, prefer: str | None = None,
-                      bounded: bool = True) -> Endpoint | None:
+                      bounded: bool = True, home_since: float | None = None
+                      ) -> Endpoint | None:
         """A slot for one attempt (see ``EndpointPool.acquire``), or None after ``wait``
         seconds. ``avoid``/``prefer`` are endpoint names (as status shows them), ``home``
         a run id; a run that has to wait keeps them for when a slot frees up.
         """
-        want = _Want(avoid, home, prefer, bounded)
+        want = _Want(avoid, home, prefer, bounded, home_since)
         if not self._waiters or prefer is not None:
             ep = self._take(want)
             if ep is not None:
@@ -95,7 +97,8 @@ class EndpointQueue:
     def _take(self, want: _Want) -> Endpoint | None:
         keys = {str(e): e.key for e in self.pool.ready_endpoints}
         return self.pool.acquire(avoid=keys.get(want.avoid or ""), home=want.home,
-                                 prefer=keys.get(want.prefer or ""), bounded=want.bounded)
+                                 prefer=keys.get(want.prefer or ""), bounded=want.bounded,
+                                 home_since=want.home_since)
 
     def release(self, endpoint: Endpoint) -> None:
         self.pool.release(endpoint)

@@ -65,7 +65,8 @@ class RunExecutor:
                 return Finished(Outcome.FAILED, refused)
             endpoint = await handler.queue.acquire(
                 spec.priority, wait, avoid=run.endpoint, prefer=run.resume_on,
-                home=run.run_id if run.endpoint is None else None, bounded=not run.sticky)
+                home=run.run_id if run.endpoint is None else None, bounded=not run.sticky,
+                home_since=run.slot.timestamp() if run.sticky else None)
             run.resume_on = None
             if endpoint is None:
                 why = f" ({reasons_text(handler.down)})" if handler.down else ""
