@@ -34,6 +34,17 @@ def cdf(ax: Any, values: list[float], label: str, **style: Any) -> None:
                 label=label, **style)
 
 
+def save(fig: Any, axes: tuple[Any, ...], name: str) -> Path:
+    for ax in axes:
+        ax.grid(True, which="both", alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    out = RESULTS / name
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    return out
+
+
 def lateness_cdfs() -> Path:
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
     for name, label in (("firing-1000", "1,000 interval / 2 s (500 fires/s)"),
@@ -54,13 +65,7 @@ def lateness_cdfs() -> Path:
                     linestyle=style)
     right.set(xscale="log", xlabel="lateness (ms; CronJob: Job creationTimestamp, 1 s steps)",
               title="N minute-crons due at one second: Schedule vs CronJob")
-    for ax in (left, right):
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-    out = RESULTS / "lateness-cdf.png"
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    return out
+    return save(fig, (left, right), "lateness-cdf.png")
 
 
 def growth() -> Path:
@@ -81,13 +86,7 @@ def growth() -> Path:
                        style, label=f"p99, {replicas} replica(s)")
         right.set(yscale="log", xlabel="fires/s", ylabel="lateness (ms)",
                   title="Scale-out on 2 cores (API server and etcd on the same cores)")
-    for ax in (left, right):
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-    out = RESULTS / "growth.png"
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    return out
+    return save(fig, (left, right), "growth.png")
 
 
 def main() -> None:

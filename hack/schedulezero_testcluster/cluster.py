@@ -270,16 +270,7 @@ class LocalCluster:
         """Stop in reverse start order; the node agent first stops its pods."""
         for name in reversed(list(self.processes)):
             proc = self.processes[name]
-            if proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    continue
-                try:
-                    proc.wait(grace)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
+            self._terminate(proc, grace)
             # Whatever the process group still holds (grandchildren) goes too.
             try:
                 os.killpg(proc.pid, signal.SIGKILL)

@@ -88,3 +88,31 @@ def missed_that_ran(statuses: dict[str, dict[str, Any]],
             for run in status.get("recentRuns") or []
             if run.get("outcome") == "Missed"
             and (name, round(ts(run["scheduledTime"]), 3)) in ran]
+
+
+def heartbeats(objects: Any, handler: str, count: int, **spec: Any) -> list[str]:
+    """``count`` Schedules named s00.. calling ``handler``'s heartbeat every second."""
+    names = [f"s{i:02d}" for i in range(count)]
+    for name in names:
+        objects.schedule(name, handler=handler, method="heartbeat", interval="1s", **spec)
+    return names
+
+
+# Runs against a flaky endpoint: a short attempt timeout, quick retries elsewhere.
+QUICK_RETRIES: dict[str, Any] = {"timeoutSeconds": 2, "retry": {
+    "maxAttempts": 5, "backoff": {"initial": "100ms"}}}
+
+
+def lease_holder(coord: Any, namespace: str, lease: str) -> str | None:
+    """The holder of an unexpired Lease, or None (missing, free or run out)."""
+    from kubernetes import client
+
+    try:
+        spec = coord.read_namespaced_lease(lease, namespace).spec
+    except client.ApiException:
+        return None
+    renewed = spec.renew_time
+    if not spec.holder_identity or renewed is None \
+            or time.time() - renewed.timestamp() > (spec.lease_duration_seconds or 0):
+        return None
+    return str(spec.holder_identity)

@@ -21,7 +21,7 @@ from tests.e2e.kube import wait_for
 from tests.e2e.objects import FIGURES, Objects
 from tests.e2e.operator_harness import HandlerProcess, OperatorProcess, ts
 
-from .ledger import check_ledger, control_plane_pids, frozen
+from .ledger import check_ledger, control_plane_pids, frozen, heartbeats
 
 pytestmark = pytest.mark.cluster
 
@@ -36,10 +36,7 @@ def test_api_server_then_etcd_frozen_for_10s_under_load(
     handler.start()
     try:
         objects.handler("h", handler.address, concurrency=64)
-        names = [f"s{i:02d}" for i in range(20)]
-        for name in names:
-            objects.schedule(name, handler="h", method="heartbeat", interval="1s",
-                             catchUp={"policy": "All", "maxRuns": 60})
+        names = heartbeats(objects, "h", 20, catchUp={"policy": "All", "maxRuns": 60})
         wait_for("every Schedule fires", lambda: {
             r["schedule"].split("/")[1] for r in handler.executions("heartbeat")}
             >= set(names), timeout=45)
@@ -77,10 +74,7 @@ def test_api_server_then_etcd_restarted_under_load(
     version = client.VersionApi(api)
     try:
         objects.handler("h", handler.address, concurrency=64)
-        names = [f"s{i:02d}" for i in range(20)]
-        for name in names:
-            objects.schedule(name, handler="h", method="heartbeat", interval="1s",
-                             catchUp={"policy": "All", "maxRuns": 120})
+        names = heartbeats(objects, "h", 20, catchUp={"policy": "All", "maxRuns": 120})
         wait_for("every Schedule fires", lambda: {
             r["schedule"].split("/")[1] for r in handler.executions("heartbeat")}
             >= set(names), timeout=45)

@@ -26,7 +26,7 @@ from tests.e2e.operator_harness import HandlerProcess, OperatorProcess, read_rec
 from tests.e2e.test_handler_workloads import ready_pods
 from tests.e2e.test_handler_workloads import template as pod_template
 
-from .ledger import check_ledger
+from .ledger import QUICK_RETRIES, check_ledger, heartbeats
 from .peers import GarbageRouter
 
 pytestmark = pytest.mark.cluster
@@ -45,11 +45,7 @@ def test_a_frozen_handler_and_a_silent_endpoint_lose_no_run(
     try:
         objects.handler("h", a.address, endpoints=[a.address, b.address, silent_address],
                         concurrency=16)
-        names = [f"s{i:02d}" for i in range(5)]
-        for name in names:
-            objects.schedule(name, handler="h", method="heartbeat", interval="1s",
-                             timeoutSeconds=2, retry={"maxAttempts": 5,
-                                                      "backoff": {"initial": "100ms"}})
+        names = heartbeats(objects, "h", 5, **QUICK_RETRIES)
         wait_for("the silent endpoint is named down", lambda: silent_address in str(
             objects.get("h", "handlers").get("status", {}).get("conditions")), timeout=30)
         wait_for("runs flow", lambda: len(a.executions()) + len(b.executions()) >= 10,
@@ -99,11 +95,7 @@ def test_an_endpoint_answering_garbage_gets_no_more_work(
     try:
         objects.handler("h", good.address, endpoints=[good.address, garbage.address],
                         concurrency=16)
-        names = [f"s{i:02d}" for i in range(5)]
-        for name in names:
-            objects.schedule(name, handler="h", method="heartbeat", interval="1s",
-                             timeoutSeconds=2, retry={"maxAttempts": 5,
-                                                      "backoff": {"initial": "100ms"}})
+        names = heartbeats(objects, "h", 5, **QUICK_RETRIES)
         wait_for("the broken endpoint got jobs", lambda: garbage.executes_since(0) >= 3,
                  timeout=45)
         time.sleep(15)
@@ -201,11 +193,7 @@ def test_network_loss_to_one_handler_moves_runs_and_heals(
     try:
         objects.handler("h", lossy.address, endpoints=[lossy.address, other.address],
                         concurrency=16)
-        names = [f"s{i:02d}" for i in range(5)]
-        for name in names:
-            objects.schedule(name, handler="h", method="heartbeat", interval="1s",
-                             timeoutSeconds=2, retry={"maxAttempts": 5,
-                                                      "backoff": {"initial": "100ms"}})
+        names = heartbeats(objects, "h", 5, **QUICK_RETRIES)
         wait_for("both handlers get work", lambda: lossy.executions() and other.executions(),
                  timeout=45)
         for chain, flag, host in rules:

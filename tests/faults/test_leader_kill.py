@@ -29,7 +29,7 @@ from tests.e2e.kube import wait_for
 from tests.e2e.objects import FIGURES, Objects
 from tests.e2e.operator_harness import HandlerProcess, OperatorProcess, ts
 
-from .ledger import check_ledger, missed_that_ran
+from .ledger import check_ledger, lease_holder, missed_that_ran
 
 pytestmark = pytest.mark.cluster
 
@@ -41,14 +41,7 @@ PREFIX = "sz-kill-test"
 
 
 def leader_of(coord: client.CoordinationV1Api, namespace: str) -> str | None:
-    try:
-        lease = coord.read_namespaced_lease(f"{PREFIX}-bucket-0", namespace)
-    except client.ApiException:
-        return None
-    renewed = lease.spec.renew_time
-    if renewed is None or time.time() - renewed.timestamp() > lease.spec.lease_duration_seconds:
-        return None
-    return str(lease.spec.holder_identity)
+    return lease_holder(coord, namespace, f"{PREFIX}-bucket-0")
 
 
 def first_after(rows: list[dict[str, Any]], t: float) -> float | None:

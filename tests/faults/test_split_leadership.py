@@ -22,16 +22,14 @@ from tests.e2e.kube import wait_for
 from tests.e2e.objects import FIGURES, Objects
 from tests.e2e.operator_harness import HandlerProcess, OperatorProcess, ts
 
+from .ledger import lease_holder
+
 pytestmark = pytest.mark.cluster
 PREFIX = "sz-split-test"
 
 
 def holder(coord: client.CoordinationV1Api, namespace: str) -> str | None:
-    try:
-        lease = coord.read_namespaced_lease(f"{PREFIX}-bucket-0", namespace)
-    except client.ApiException:
-        return None
-    return lease.spec.holder_identity
+    return lease_holder(coord, namespace, f"{PREFIX}-bucket-0")
 
 
 def runs_started(port: int) -> float:
