@@ -16,6 +16,9 @@ from .tasks import Tasks
 from .timers import TimerQueue
 from .writer import StatusWriter
 
+# How long a slot or an attempt that meets a lapsed fence waits for it (fence_returns).
+FENCE_WAIT = 60.0
+
 
 @dataclass
 class Context:
@@ -39,7 +42,8 @@ class Context:
         self.writer = StatusWriter(self.kube, self.tasks,
                                    fence=lambda ns, name: self.fence(ns, name))
 
-    async def fence_returns(self, namespace: str, name: str, wait: float) -> bool:
+    async def fence_returns(self, namespace: str, name: str,
+                            wait: float = FENCE_WAIT) -> bool:
         """Wait (at most ``wait`` s) until this process may act for the object again.
 
         A fence lapses for a moment when a Lease renewal is slow (an overloaded API

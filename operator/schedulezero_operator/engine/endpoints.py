@@ -95,7 +95,10 @@ class EndpointQueue:
             self.on_change()
 
     def _take(self, want: _Want) -> Endpoint | None:
-        keys = {str(e): e.key for e in self.pool.ready_endpoints}
+        # Names (as status shows them) to pool keys, only when an attempt names one: the
+        # first attempt of every run (the hot path) names none.
+        keys = {str(e): e.key for e in self.pool.ready_endpoints} \
+            if want.avoid or want.prefer else {}
         return self.pool.acquire(avoid=keys.get(want.avoid or ""), home=want.home,
                                  prefer=keys.get(want.prefer or ""), bounded=want.bounded,
                                  home_since=want.home_since)

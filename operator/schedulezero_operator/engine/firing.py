@@ -39,8 +39,6 @@ from .timers import Continuation
 from .times import iso, parse_iso
 
 log = logging.getLogger("schedulezero.firing")
-# How long a slot due while our fence is down waits for it (see Context.fence_returns).
-FENCE_WAIT = 60.0
 
 
 class Firing:
@@ -152,7 +150,7 @@ class Firing:
         """Our fence lapsed (a slow Lease renewal): late rather than lost, again."""
         s = self.s
         armed = self._armed
-        if await self.ctx.fence_returns(s.namespace, s.name, FENCE_WAIT) and not s.deleted:
+        if await self.ctx.fence_returns(s.namespace, s.name) and not s.deleted:
             self.fire(slot, fire_at=fire_at)  # says "not firing" if the wait ran out
             await asyncio.sleep(0)
         self._advance(slot, armed)
@@ -172,7 +170,7 @@ class Firing:
                 pass
         if s.claim_until is not None and slot <= s.claim_until and not s.deleted \
                 and not s.claim_lost:
-            await self.ctx.fence_returns(s.namespace, s.name, FENCE_WAIT)
+            await self.ctx.fence_returns(s.namespace, s.name)
             if not s.deleted:
                 self.fire(slot, fire_at=fire_at)
                 await asyncio.sleep(0)  # dispatch before the next-slot math

@@ -32,7 +32,6 @@ from .times import iso, later
 log = logging.getLogger("schedulezero.runs")
 NO_ENDPOINT_WAIT = 300.0  # seconds a run waits for a Ready endpoint without a deadline
 SUSPECT_ERRORS = frozenset({"Timeout", "ConnectionError"})
-FENCE_WAIT = 60.0  # a run whose fence lapsed waits this long for it (Context.fence_returns)
 
 
 @dataclass(frozen=True)
@@ -76,7 +75,7 @@ class RunExecutor:
                     else f"handler {spec.handler} not found in {namespace}"))
             if not self.ctx.fence(namespace, name):
                 handler.queue.release(endpoint)
-                if not await self.ctx.fence_returns(namespace, name, FENCE_WAIT):
+                if not await self.ctx.fence_returns(namespace, name):
                     raise Fenced(run.run_id)
                 continue
             refused = not_allowed(handler, spec.method)  # the Handler changed meanwhile
