@@ -122,3 +122,28 @@ async def test_a_failing_api_never_raises_and_the_occurrence_is_kept() -> None:
     await rec.record(OBJ, "Schedule", "Warning", "RunFailed", "b")
     (event,) = port.events.values()
     assert event["count"] == 2
+
+
+async def test_quiet_series_are_forgotten_by_a_periodic_sweep_not_on_every_record() -> None:
+    """Memory stays bounded, and recording stays O(1): 2,000 Schedules warning at once
+    once cost 2,000 walks of every series (the operator spent 85 % of its CPU there)."""
+    from schedulezero_operator.controllers import events
+
+    port, clock, sleeps = FakeEvents(), Clock(), []
+    rec = recorder(port, clock, sleeps)
+    for i in range(2000):
+        await rec.record({"metadata": {"name": f"s{i}", "namespace": "ns", "uid": f"u-{i}"}},
+                         "Schedule", "Warning", "HandlerNotFound", "no handler")
+    start = clock.t
+    clock.t = start + 30
+    await rec.record(OTHER, "Schedule", "Warning", "RunFailed", "failing")
+    clock.t = start + events.FORGET_AFTER + 1  # the 2,000 are quiet now, OTHER not yet
+    await rec.record(OBJ, "Schedule", "Warning", "RunFailed", "failing")  # sweeps
+    assert set(rec._series) == {("u-1", "Warning", "RunFailed"),
+                                ("u-2", "Warning", "RunFailed")}
+    clock.t += events.SWEEP_EVERY - 10  # OTHER is quiet now, but no sweep is due
+    await rec.record(OBJ, "Schedule", "Warning", "RunFailed", "failing")
+    assert ("u-2", "Warning", "RunFailed") in rec._series
+    clock.t += 10  # the next sweep is due
+    await rec.record(OBJ, "Schedule", "Warning", "RunFailed", "failing")
+    assert ("u-2", "Warning", "RunFailed") not in rec._series

@@ -25,6 +25,9 @@ log = logging.getLogger("schedulezero.events")
 COMPONENT = "schedulezero-operator"
 # Folded Events whose object has been quiet this long are forgotten (memory bound).
 FORGET_AFTER = 3600.0
+# ... by a sweep at most this often: a sweep walks every series, and 1,000 Schedules
+# warning at once must not cost 1,000 walks of 1,000 series.
+SWEEP_EVERY = 60.0
 
 
 class EventsPort(Protocol):
@@ -62,6 +65,7 @@ class EventRecorder:
         self._monotonic, self._wall, self._sleep = monotonic, wall, sleep
         self._series: dict[tuple[str, str, str], _Series] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._next_sweep = monotonic() + SWEEP_EVERY
 
     async def record(self, obj: dict[str, Any], kind: str, type_: str, reason: str,
                      message: str, *, interval: float | None = None) -> None:
@@ -134,8 +138,9 @@ class EventRecorder:
         }
 
     def _forget_quiet(self, now: float) -> None:
-        if len(self._series) < 1024:
+        if now < self._next_sweep:
             return
+        self._next_sweep = now + SWEEP_EVERY
         for key, series in list(self._series.items()):
             if now - series.last_seen > FORGET_AFTER and not series.pending:
                 del self._series[key]
