@@ -52,6 +52,14 @@ def main(argv: list[str] | None = None) -> None:
                         default=float(os.environ.get("SZ_PROBE_INTERVAL", "10")),
                         help="seconds between probes of external Handler endpoints "
                         "(describe; ping for zmq-legacy); default 10")
+    parser.add_argument("--status-write-rate", type=float,
+                        default=float(os.environ.get("SZ_STATUS_WRITE_RATE", "50")),
+                        help="status writes a second, all Schedules and Handlers together "
+                        "(default 50; like a client's QPS limit): beyond it status lags "
+                        "and firing does not")
+    parser.add_argument("--status-write-burst", type=int,
+                        default=int(os.environ.get("SZ_STATUS_WRITE_BURST", "100")),
+                        help="status writes that may go at once (default 100)")
     parser.add_argument("--legacy-registry-port", type=int,
                         default=int(os.environ.get("SZ_LEGACY_REGISTRY_PORT", "0")),
                         help="answer ScheduleZero handlers' registration requests "
@@ -78,6 +86,8 @@ def main(argv: list[str] | None = None) -> None:
                                   metrics_bind=args.metrics_bind,
                                   metrics_per_schedule=args.metrics_per_schedule,
                                   probe_interval=max(0.5, args.probe_interval),
+                                  status_write_rate=max(1.0, args.status_write_rate),
+                                  status_write_burst=max(1, args.status_write_burst),
                                   legacy_registry_port=max(0, args.legacy_registry_port),
                                   legacy_registry_bind=args.legacy_registry_bind)
 

@@ -42,6 +42,8 @@ class Options:
     metrics_bind: str = "127.0.0.1"
     metrics_per_schedule: bool = False  # a `schedule` label on the lateness histogram
     probe_interval: float = 10.0  # seconds between probes of external endpoints
+    status_write_rate: float = 50.0  # status writes a second, all objects together
+    status_write_burst: int = 100
     legacy_registry_port: int = 0  # 0: no ScheduleZero registration server
     legacy_registry_bind: str = "0.0.0.0"
 
@@ -96,7 +98,8 @@ async def _startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -
         prometheus_client.disable_created_metrics()
         rt.metrics = Metrics(per_schedule=opts.metrics_per_schedule, process=True)
     kube = Kube()
-    eng = Engine(kube, SystemClock(), observer=rt.metrics, probe_every=opts.probe_interval)
+    eng = Engine(kube, SystemClock(), observer=rt.metrics, probe_every=opts.probe_interval,
+                 write_rate=opts.status_write_rate, write_burst=opts.status_write_burst)
     loop = asyncio.get_running_loop()
     rt.tasks = []
     if rt.options.leader_elect:

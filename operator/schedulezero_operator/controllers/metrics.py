@@ -151,6 +151,8 @@ class EngineCollector(Collector):
                 for priority, n in h.queue.queued_by_priority().items():
                     f.queued.add_metric([ref, priority], n)
             f.armed.add_metric([], len(eng.ctx.timers))
+            f.write_lag.add_metric([], eng.ctx.writer.lag)
+            f.deferred.add_metric([], eng.ctx.writer.deferred)
         if elector is not None:
             held = [elector.owns_bucket(b) for b in range(elector.buckets)]
             for b, mine in enumerate(held):
@@ -180,6 +182,12 @@ class _Levels:
         self.conflicts = CounterMetricFamily(
             "schedulezero_status_conflicts", "Status writes refused for a stale "
             "resourceVersion (409), by kind.", labels=["kind"])
+        self.write_lag = GaugeMetricFamily(
+            "schedulezero_status_write_lag_seconds", "How far the status writer is behind "
+            "its budget (--status-write-rate): status is that much older than runs.")
+        self.deferred = CounterMetricFamily(
+            "schedulezero_status_writes_deferred", "Times a due status write waited for "
+            "the write budget (per flush of 0.2 s).")
         self.owned = GaugeMetricFamily(
             "schedulezero_bucket_owned", "1 if this replica holds the bucket (its Lease, "
             "fenced), else 0.", labels=["bucket"])
@@ -189,7 +197,7 @@ class _Levels:
 
     def all(self) -> list[Metric]:
         return [self.inflight, self.queued, self.armed, self.writes, self.conflicts,
-                self.owned, self.leading]
+                self.write_lag, self.deferred, self.owned, self.leading]
 
 
 class MetricsServer:

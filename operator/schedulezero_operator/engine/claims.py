@@ -7,6 +7,12 @@ ahead, in the write that records the previous run, so the firing instant never
 waits for the API server, and a frequent Schedule needs one claim write per
 horizon, not per run. ``expires`` (``until`` + a grace) bounds how long a holder
 that vanished keeps others from taking over.
+
+The horizon is long (a minute, or four slots of a slower trigger, up to ten minutes)
+because the status writer runs on a budget: under load a Schedule's status may be
+written only every few tens of seconds, and a claim that ran out before the next
+write would hold its slots back. A long claim costs nothing on failover: the Lease
+says the predecessor is gone, and its claim is taken over at once.
 """
 
 from __future__ import annotations
@@ -18,22 +24,29 @@ from ..timing import Trigger, next_fire
 from .decisions import run_id_for
 from .times import iso, later, parse_iso
 
-# Slots are claimed this far ahead in one write.
-CLAIM_HORIZON = dt.timedelta(seconds=10)
+# Slots are claimed this far ahead in one write ...
+CLAIM_HORIZON = dt.timedelta(seconds=60)
+# ... or this many slots ahead when that is further (a 100 s interval: 4 runs per claim) ...
+CLAIM_SLOTS = 4
+# ... but never further than this (an hourly cron claims its next slot only).
+CLAIM_MAX = dt.timedelta(minutes=10)
 # A claim stays valid this long after its last slot (a slow holder may still be firing it).
 CLAIM_GRACE = dt.timedelta(seconds=30)
 
 
-def horizon_end(trigger: Trigger, slot: dt.datetime,
-                horizon: dt.timedelta = CLAIM_HORIZON) -> dt.datetime:
-    """The last slot within ``horizon`` of ``slot`` (``slot`` itself at least)."""
-    limit = later(slot, horizon)
+def horizon_end(trigger: Trigger, slot: dt.datetime, horizon: dt.timedelta = CLAIM_HORIZON,
+                slots: int = CLAIM_SLOTS) -> dt.datetime:
+    """The last slot within ``horizon`` of ``slot``, or within ``slots`` slots of it when
+    that reaches further (at most ``CLAIM_MAX``); ``slot`` itself at least."""
+    nxt = next_fire(trigger, slot)
+    if nxt is None:
+        return slot
+    span = max(horizon, min(slots * (nxt - slot), CLAIM_MAX))
+    limit = later(slot, span)
     until = slot
-    while True:
-        nxt = next_fire(trigger, until)
-        if nxt is None or nxt > limit:
-            return until
-        until = nxt
+    while nxt is not None and nxt <= limit:
+        until, nxt = nxt, next_fire(trigger, nxt)
+    return until
 
 
 def new_claim(holder: str, uid: str, slot: dt.datetime, trigger: Trigger) -> Claim:
@@ -56,7 +69,12 @@ def covers(claim: Claim | None, holder: str, slot: dt.datetime, trigger: Trigger
     start, until = parse_iso(claim.scheduled_time), claim_until(claim)
     if start is None or until is None or slot < start:
         return False
-    return later(slot, CLAIM_HORIZON / 2) <= until or next_fire(trigger, until) is None
+    nxt = next_fire(trigger, slot)
+    if nxt is None or next_fire(trigger, until) is None:
+        return True  # nothing after it to claim
+    if CLAIM_SLOTS * (nxt - slot) <= CLAIM_HORIZON:  # a frequent trigger: time decides
+        return later(slot, CLAIM_HORIZON / 2) <= until
+    return horizon_end(trigger, slot, CLAIM_HORIZON / 2, CLAIM_SLOTS // 2) <= until
 
 
 def blocks(claim: Claim | None, holder: str, slot: dt.datetime, now: dt.datetime) -> bool:

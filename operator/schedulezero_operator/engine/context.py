@@ -14,7 +14,7 @@ from .observer import NullObserver, Observer
 from .ports import DispatcherPort, KubePort
 from .tasks import Tasks
 from .timers import TimerQueue
-from .writer import StatusWriter
+from .writer import WRITE_BURST, WRITE_RATE, StatusWriter
 
 # How long a slot or an attempt that meets a lapsed fence waits for it (fence_returns).
 FENCE_WAIT = 60.0
@@ -34,13 +34,16 @@ class Context:
     fence: Callable[[str, str], bool] = field(default=lambda namespace, name: True)
     tasks: Tasks = field(default_factory=Tasks)
     observer: Observer = field(default_factory=NullObserver)  # metrics (observer.py)
+    write_rate: float = WRITE_RATE  # status writes a second (the writer's budget)
+    write_burst: int = WRITE_BURST
     timers: TimerQueue = field(init=False)
     writer: StatusWriter = field(init=False)
 
     def __post_init__(self) -> None:
         self.timers = TimerQueue(self.clock)
         self.writer = StatusWriter(self.kube, self.tasks,
-                                   fence=lambda ns, name: self.fence(ns, name))
+                                   fence=lambda ns, name: self.fence(ns, name),
+                                   rate=self.write_rate, burst=self.write_burst)
 
     async def fence_returns(self, namespace: str, name: str,
                             wait: float = FENCE_WAIT) -> bool:

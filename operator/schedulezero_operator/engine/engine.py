@@ -29,6 +29,7 @@ from .observer import NullObserver, Observer
 from .ports import DispatcherPort, KubePort
 from .runs import RunExecutor
 from .schedules import ScheduleRunner
+from .writer import WRITE_BURST, WRITE_RATE
 
 log = logging.getLogger("schedulezero.engine")
 SHUTDOWN_FLUSH_SECONDS = 3.0
@@ -57,13 +58,15 @@ class ScalingTarget:
 class Engine:
     def __init__(self, kube: KubePort, clock: Clock, dispatcher: DispatcherPort | None = None,
                  identity: str | None = None, rng: random.Random | None = None,
-                 observer: Observer | None = None, probe_every: float = PROBE_EVERY) -> None:
+                 observer: Observer | None = None, probe_every: float = PROBE_EVERY,
+                 write_rate: float = WRITE_RATE, write_burst: int = WRITE_BURST) -> None:
         if dispatcher is None:
             from ..dispatch import Dispatcher
 
             dispatcher = Dispatcher()
         self.ctx = Context(kube, clock, dispatcher, identity or default_identity(),
-                           rng or random.Random(), observer=observer or NullObserver())
+                           rng or random.Random(), observer=observer or NullObserver(),
+                           write_rate=write_rate, write_burst=write_burst)
         self._demand = asyncio.Event()
         self.handlers = HandlerRegistry(self.ctx, on_change=self._handler_changed,
                                         on_demand=self._demand.set)

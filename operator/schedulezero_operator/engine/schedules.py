@@ -208,7 +208,8 @@ class ScheduleRunner:
             return s.foreign_claim  # leave the holder's claim as it is
         # Extended in this write if it would need an urgent write of its own before the
         # next regular one: a frequent Schedule then pays no separate claim writes.
-        soon = later(s.next_slot, dt.timedelta(seconds=self.min_interval))
+        soon = later(s.next_slot, dt.timedelta(
+            seconds=max(self.min_interval, self.ctx.writer.lag)))
         if not claims.covers(s.claim, self.ctx.identity, soon, s.trigger):
             s.claim = claims.new_claim(self.ctx.identity, s.uid, s.next_slot, s.trigger)
         return s.claim

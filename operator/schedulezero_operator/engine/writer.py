@@ -9,6 +9,14 @@ extended before its next slot). The status is built at write time, so a write
 always carries the newest state, and a write that would store what is already
 stored is skipped.
 
+All writes share a budget (``rate`` a second, ``burst`` at once), as client-go's QPS
+and burst limit a controller: an API server that spends ~10 ms of CPU on each status
+PATCH of a 5 KB object would otherwise be saturated by a thousand frequent Schedules,
+and then everything waits on it. When more writes are due than the budget allows, the
+urgent ones (claims about to run out) go first, then the longest unwritten; status lags
+instead of firing. ``lag`` says how far behind the writer is, so claims are extended
+early enough.
+
 Schedule writes carry the resourceVersion as a precondition. On a conflict the
 writer re-reads the object, hands it to the target (which checks for another
 operator's claim) and tries again, a few times per flush.
@@ -36,6 +44,9 @@ FLUSH_INTERVAL = 0.2
 # (status may lag a run by up to this much; the firing path never waits for it).
 MIN_WRITE_INTERVAL = 1.0
 CONFLICT_RETRIES = 5
+# Status writes a second across all objects, and how many may go at once.
+WRITE_RATE = 50.0
+WRITE_BURST = 100
 Key = tuple[str, str, str]  # plural, namespace, name
 
 
@@ -81,6 +92,25 @@ class Target(Protocol):
         ...
 
 
+class Budget:
+    """A token bucket: ``rate`` tokens a second, at most ``burst`` saved up."""
+
+    def __init__(self, rate: float, burst: float, now: float) -> None:
+        self.rate, self.burst = max(rate, 0.01), max(burst, 1.0)
+        self.tokens, self.at = self.burst, now
+
+    def available(self, now: float) -> int:
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        return int(self.tokens)
+
+    def take(self, now: float) -> bool:
+        if self.available(now) < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
 @dataclass
 class _Entry:
     target: Target
@@ -93,10 +123,15 @@ class _Entry:
 
 class StatusWriter:
     def __init__(self, kube: KubePort, tasks: Tasks,
-                 fence: Callable[[str, str], bool] = lambda namespace, name: True) -> None:
+                 fence: Callable[[str, str], bool] = lambda namespace, name: True,
+                 rate: float = WRITE_RATE, burst: int = WRITE_BURST) -> None:
         self.kube = kube
         self.tasks = tasks
         self.fence = fence
+        self.rate, self.burst = rate, burst
+        self._budget: Budget | None = None  # made on the running loop's clock
+        self.lag = 0.0  # seconds until the writes due now are all made (0: keeping up)
+        self.deferred = 0  # writes due that waited for the budget (a metric)
         self.fenced = 0  # writes not made because this process may no longer act
         self._entries: dict[Key, _Entry] = {}
         self._wake = asyncio.Event()
@@ -138,21 +173,34 @@ class StatusWriter:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
+        budget = self._budget = Budget(self.rate, self.burst, loop.time())
         while True:
             await self._wake.wait()
             self._wake.clear()
             await asyncio.sleep(FLUSH_INTERVAL)  # coalesce what changes meanwhile
             now = loop.time()
             waiting = False
+            due: list[tuple[bool, float, _Entry]] = []
             for entry in list(self._entries.values()):
                 if not entry.dirty or entry.writing:
                     continue
-                if now - entry.last_write_at < entry.target.min_interval and \
-                        not entry.target.urgent():
+                urgent = entry.target.urgent()
+                if now - entry.last_write_at < entry.target.min_interval and not urgent:
                     waiting = True
                     continue
+                due.append((not urgent, entry.last_write_at, entry))
+            if len(due) > budget.available(now):
+                due.sort(key=lambda d: (d[0], d[1]))  # urgent first, then the oldest
+            started = 0
+            for _, _, entry in due:
+                if not budget.take(now):
+                    break
                 self._start(entry)
-            if waiting:
+                started += 1
+            left = len(due) - started
+            self.deferred += left
+            self.lag = left / budget.rate
+            if waiting or left:
                 self._wake.set()
 
     def _start(self, entry: _Entry) -> None:

@@ -16,12 +16,13 @@ class Operator:
     """One operator process: an Engine, its tasks, and the watch feeding it."""
 
     def __init__(self, kube: FakeKube, dispatcher: FakeDispatcher | None = None,
-                 identity: str = "op-a", seed: int = 7, observer: Observer | None = None
-                 ) -> None:
+                 identity: str = "op-a", seed: int = 7, observer: Observer | None = None,
+                 write_rate: float = 50.0) -> None:
         self.kube = kube
         self.dispatcher = dispatcher if dispatcher is not None else FakeDispatcher()
         self.engine = Engine(kube, kube.clock, self.dispatcher, identity=identity,
-                             rng=random.Random(seed), observer=observer)
+                             rng=random.Random(seed), observer=observer,
+                             write_rate=write_rate, write_burst=max(1, int(write_rate)))
         self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Operator:

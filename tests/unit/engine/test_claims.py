@@ -27,24 +27,42 @@ def claim(holder: str, first: float, last: float | None, expires: float) -> Clai
 
 
 # -- pure rules -------------------------------------------------------------------------
-def test_a_claim_covers_the_slots_of_one_horizon() -> None:
-    assert claims.horizon_end(EVERY_SECOND, at(1)) == at(11)
+EVERY_100S = parse_trigger(interval="100s", anchor=T0)
+HOURLY = parse_trigger(schedule="0 * * * *")
+
+
+def test_a_claim_covers_a_minute_or_four_slots_at_most_ten_minutes() -> None:
+    assert claims.horizon_end(EVERY_SECOND, at(1)) == at(61)
     assert claims.horizon_end(ONCE, at(5)) == at(5), "no later slot: the slot itself"
+    assert claims.horizon_end(EVERY_100S, at(100)) == at(500), "four slots"
+    top = dt.datetime(2026, 5, 19, 11, tzinfo=dt.UTC)
+    assert claims.horizon_end(HOURLY, top) == top, "ten minutes at most: its own slot"
     ours = claims.new_claim("me", "0123456789", at(1), EVERY_SECOND)
     assert (ours.holder, ours.run_id, ours.scheduled_time, ours.until, ours.expires) == (
-        "me", "01234567-20260519T100001000Z", iso(at(1)), iso(at(11)), iso(at(41)))
+        "me", "01234567-20260519T100001000Z", iso(at(1)), iso(at(61)), iso(at(91)))
 
 
 def test_covers_asks_for_an_extension_half_a_horizon_ahead() -> None:
-    ours = claim("me", 1, 11, 41)
+    ours = claim("me", 1, 61, 91)
     assert claims.covers(ours, "me", at(5), EVERY_SECOND)
-    assert claims.covers(ours, "me", at(6), EVERY_SECOND), "5 s of 10 to spare"
-    assert not claims.covers(ours, "me", at(7), EVERY_SECOND)
+    assert claims.covers(ours, "me", at(31), EVERY_SECOND), "30 s of 60 to spare"
+    assert not claims.covers(ours, "me", at(32), EVERY_SECOND)
     assert not claims.covers(ours, "me", at(0), EVERY_SECOND), "before the claim"
     assert not claims.covers(ours, "other", at(5), EVERY_SECOND)
     assert not claims.covers(None, "me", at(5), EVERY_SECOND)
     last = claim("me", 5, 5, 35)
     assert claims.covers(last, "me", at(5), ONCE), "nothing after it to claim"
+
+
+def test_covers_asks_a_slow_trigger_for_two_slots_to_spare() -> None:
+    four = claim("me", 100, 500, 530)  # slots 100, 200, 300, 400, 500
+    assert claims.covers(four, "me", at(300), EVERY_100S), "400 and 500 to spare"
+    assert not claims.covers(four, "me", at(400), EVERY_100S), "only 500 left"
+    top = dt.datetime(2026, 5, 19, 11, tzinfo=dt.UTC)
+    own = Claim(holder="me", run_id="r", scheduled_time=iso(top), until=iso(top),
+                expires=iso(top + claims.CLAIM_GRACE))
+    assert claims.covers(own, "me", top, HOURLY), "an hourly slot needs only itself"
+    assert not claims.covers(own, "me", top + dt.timedelta(hours=1), HOURLY)
 
 
 def test_only_another_holders_unexpired_claim_blocks() -> None:
@@ -130,7 +148,7 @@ async def test_two_operators_without_a_lease_never_fire_a_slot_twice() -> None:
     await b.start()
     await asyncio.sleep(10.5)
     await a.crash()  # op-a dies; its claim holds op-b off until its last slot
-    await asyncio.sleep(20)
+    await asyncio.sleep(claims.CLAIM_HORIZON.total_seconds() + 10)
     await b.stop()
     run_ids = [c.run_id for c in a.dispatcher.calls + b.dispatcher.calls]
     assert len(run_ids) == len(set(run_ids)), "no slot ran twice"

@@ -8,7 +8,7 @@ import datetime as dt
 import pytest
 from schedulezero_operator.engine.writer import MIN_WRITE_INTERVAL
 
-from ...fakes import FakeKube, until, virtual_time
+from ...fakes import T0, FakeKube, until, virtual_time
 from .harness import Operator, handler, schedule
 
 RUN_NOW = "schedulezero.io/run-now"
@@ -174,3 +174,36 @@ async def test_a_frequent_schedule_is_written_at_most_every_second_run(
     assert runs >= 4
     assert kube.writes[("schedules", "s")] / runs <= most_per_run
     assert lag <= FREQUENT_MAX_LAG + int(interval[:-1]) + 0.5
+
+
+def slot_of(call: object) -> float:
+    """A call's slot in seconds after T0 (the fakes' clock starts there)."""
+    scheduled = dt.datetime.fromisoformat(call.scheduled_time.replace("Z", "+00:00"))
+    return (scheduled - T0).total_seconds()
+
+
+@virtual_time
+async def test_a_tight_write_budget_lags_status_never_firing() -> None:
+    """40 Schedules every second on a budget of 5 writes a second: status is written
+    about every 8 s per Schedule, but the claims go first and stay ahead, so every slot
+    fires on time and none twice. Only at start-up, while the 40 first claims wait
+    their turn (8 s at 5/s), do slots wait for them: late, not lost."""
+    kube = FakeKube()
+    handler(kube)
+    names = [f"s{i:02d}" for i in range(40)]
+    for name in names:
+        schedule(kube, name, interval="1s")
+    async with Operator(kube, write_rate=5) as op:
+        await asyncio.sleep(120.5)
+        writes = sum(n for (plural, _), n in kube.writes.items() if plural == "schedules")
+        lag = op.engine.ctx.writer.lag
+    assert writes <= 5 * 120 + 5, f"{writes} writes in 120 s on a budget of 5/s"
+    assert lag > 0, "more was due than the budget allowed"
+    late = [c for c in op.dispatcher.calls if abs(c.at - slot_of(c)) > 1e-6]
+    assert late and max(slot_of(c) for c in late) <= 8, "late only while first claims wait"
+    per = {name: sorted(slot_of(c) for c in op.dispatcher.calls
+                        if c.schedule == f"default/{name}") for name in names}
+    assert all(slots == list(range(1, 121)) for slots in per.values()), \
+        {n: len(v) for n, v in per.items() if v != list(range(1, 121))}
+    for name in names:  # the last runs reached status at the clean stop
+        assert kube.status(name)["counters"]["succeeded"] == 120
