@@ -43,8 +43,12 @@ class TestHandler:
         return entry
 
     @method
-    def heartbeat(self, ctx: JobContext) -> dict[str, Any]:
-        """Record that the job ran; return the receipt time."""
+    async def heartbeat(self, ctx: JobContext) -> dict[str, Any]:
+        """Record that the job ran; return the receipt time.
+
+        Async: it runs on the handler's event loop, so ``receivedAt`` is when the handler
+        got the job, not when a worker thread got the GIL (benchmarks measure lateness
+        with it; ``sleep_sync`` covers sync methods)."""
         return self._record("heartbeat", ctx)
 
     @method

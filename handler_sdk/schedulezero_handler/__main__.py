@@ -70,6 +70,10 @@ def main(argv: list[str] | None = None) -> None:
                         default=_int_env("SZ_HEALTH_PORT"),
                         help="serve /healthz and /readyz here (useful with ZMQ only)")
     parser.add_argument("--concurrency", type=int, default=int(env("SZ_CONCURRENCY", "4")))
+    parser.add_argument("--threads", type=int, default=_int_env("SZ_THREADS"),
+                        help="threads for sync (def) methods (env SZ_THREADS; default the "
+                        "concurrency, at most 32: more Python threads only contend for "
+                        "the GIL; raise it for methods that block on I/O)")
     parser.add_argument("--grace", type=float, default=float(env("SZ_GRACE_SECONDS", "25")),
                         help="seconds to finish in-flight jobs after SIGTERM")
     parser.add_argument("--secret-file", default=env("SZ_SECRET_FILE"),
@@ -97,7 +101,8 @@ def main(argv: list[str] | None = None) -> None:
     options = ServeOptions(
         protocols=[s.strip() for s in args.protocol.split(",") if s.strip()],
         bind=args.bind, port=args.port, http_port=args.http_port,
-        health_port=args.health_port, concurrency=args.concurrency, secret=secret,
+        health_port=args.health_port, concurrency=args.concurrency, threads=args.threads,
+        secret=secret,
         grace_seconds=args.grace, max_request_bytes=args.max_request_bytes,
         max_result_bytes=args.max_result_bytes,
     )

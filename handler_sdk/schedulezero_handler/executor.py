@@ -83,12 +83,16 @@ def _parse_deadline(value: str | None) -> float | None:
                               f"deadline {value!r} is not an RFC 3339 time") from None
 
 
+MAX_THREADS = 32  # default cap of the sync-method thread pool (as ThreadPoolExecutor's)
+
+
 class Executor:
     def __init__(
         self,
         handler: object,
         *,
         concurrency: int = 4,
+        threads: int | None = None,
         secret: bytes | None = None,
         max_request_bytes: int = p.MAX_REQUEST_BYTES,
         max_result_bytes: int = p.MAX_RESULT_BYTES,
@@ -101,6 +105,11 @@ class Executor:
         self.handler = handler
         self.methods: dict[str, MethodSpec] = discover(handler)
         self.concurrency = concurrency
+        # Threads for sync methods: the concurrency, but at most MAX_THREADS unless asked.
+        # Python threads contend for one GIL: a thousand of them running a short method
+        # cost the process 4x the CPU of 32 (and starting each one walks every other's
+        # shutdown lock). Jobs beyond it wait for a thread, still holding their slot.
+        self.threads = max(1, threads) if threads else min(concurrency, MAX_THREADS)
         self.secret = secret
         self.max_request_bytes = max_request_bytes
         self.max_result_bytes = max_result_bytes
@@ -371,12 +380,12 @@ class Executor:
                              f"JSON ({why})", req.run_id, retryable=False)
 
     def _threads(self) -> ThreadPoolExecutor:
-        """The pool for sync methods, sized to the concurrency; made on first use, so a
+        """The pool for sync methods (``threads`` workers); made on first use, so a
         handler with only async methods never loads concurrent.futures' thread pool."""
         if self._pool is None:
             from concurrent.futures import ThreadPoolExecutor
 
-            self._pool = ThreadPoolExecutor(max_workers=self.concurrency,
+            self._pool = ThreadPoolExecutor(max_workers=self.threads,
                                             thread_name_prefix="job")
         return self._pool
 

@@ -29,6 +29,7 @@ class ServeOptions:
     http_port: int | None = None  # defaults to `port` when HTTP is the only protocol
     health_port: int | None = None
     concurrency: int = 4
+    threads: int | None = None  # sync-method threads (default min(concurrency, 32))
     secret: bytes | None = None
     grace_seconds: float = 30.0
     max_request_bytes: int = 1 << 20
@@ -45,7 +46,8 @@ class HandlerServer:
             raise ValueError(f"protocols must be zmq and/or http, got {list(options.protocols)}")
         self.options = options
         self.executor = Executor(
-            handler, concurrency=options.concurrency, secret=options.secret,
+            handler, concurrency=options.concurrency, threads=options.threads,
+            secret=options.secret,
             max_request_bytes=options.max_request_bytes,
             max_result_bytes=options.max_result_bytes, protocols=tuple(options.protocols),
         )
