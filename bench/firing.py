@@ -40,11 +40,17 @@ from kubernetes import client  # noqa: E402
 
 from bench.cluster import api_requests, control_plane, pct  # noqa: E402
 from tests.e2e.operator_harness import HandlerProcess, OperatorProcess, ts  # noqa: E402
+from tests.faults.ledger import control_plane_pids  # noqa: E402
+
+WRITE_VERBS = {"POST", "PUT", "PATCH", "DELETE"}
 
 
-def status_patches(api: client.ApiClient) -> int:
-    return sum(n for (verb, resource, sub), n in api_requests(api).items()
-               if verb == "PATCH" and resource == "schedules" and sub == "status")
+def api_writes(api: client.ApiClient) -> tuple[int, int]:
+    """(Schedule status PATCHes, all writes to any resource), from the API server."""
+    counts = api_requests(api)
+    status = sum(n for (verb, resource, sub), n in counts.items()
+                 if verb == "PATCH" and resource == "schedules" and sub == "status")
+    return status, sum(n for (verb, _, _), n in counts.items() if verb in WRITE_VERBS)
 
 
 def spec_for(mix: str, i: int, period: str) -> dict[str, Any]:
@@ -83,6 +89,35 @@ def machine_cpu() -> tuple[int, int]:
     values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     idle = values[3] + values[4]  # idle + iowait
     return sum(values) - idle, sum(values)
+
+
+def process_roles(handler: HandlerProcess) -> dict[str, int]:
+    """The processes besides the operator that share the cores: what the machine's CPU
+    goes to when the operator is not the ceiling."""
+    roles = {"handler": handler.proc.pid if handler.proc else 0, "bench": os.getpid()}
+    kubeconfig = os.environ.get("KUBECONFIG")
+    found = control_plane_pids(kubeconfig) if kubeconfig else None
+    if found:
+        roles["kube-apiserver"], roles["etcd"] = found
+    return {role: pid for role, pid in roles.items() if pid}
+
+
+def drain(handler: HandlerProcess, window_end: float, limit: float = 30.0) -> None:
+    """Wait until the window's late runs have landed: the handler has received a run
+    scheduled a second past the window, and a second more has passed (so a slow run
+    counts as late, not missed). Reads only the record's tail."""
+    deadline = time.time() + limit
+    while time.time() < deadline:
+        if handler.record.exists():
+            with handler.record.open("rb") as f:
+                f.seek(max(0, f.seek(0, os.SEEK_END) - 65536))
+                lines = f.read().splitlines()[1:]
+            times = [ts(json.loads(line)["scheduledTime"]) for line in lines
+                     if b'"scheduledTime": "' in line]
+            if times and max(times) >= window_end + 1:
+                time.sleep(1)
+                return
+        time.sleep(0.25)
 
 
 def main() -> None:
@@ -139,20 +174,24 @@ def bench(args: argparse.Namespace, work: Path, api: client.ApiClient) -> dict[s
         created_s = time.time() - t0
         time.sleep(args.warmup)
         pids = [op.proc.pid for op in operators if op.proc is not None]
+        others = process_roles(handler)
         window_start = time.time()
-        writes_before = status_patches(api)
+        writes_before, all_writes_before = api_writes(api)
         usage_before = [proc_cpu_rss(pid) for pid in pids]
+        others_before = {role: proc_cpu_rss(pid)[0] for role, pid in others.items()}
         machine_before = machine_cpu()
         time.sleep(args.seconds)
         machine_after = machine_cpu()
         window_end = time.time()
-        writes = status_patches(api) - writes_before
+        writes_after, all_writes_after = api_writes(api)
+        writes, all_writes = writes_after - writes_before, all_writes_after - all_writes_before
         usage_after = [proc_cpu_rss(pid) for pid in pids]
+        others_after = {role: proc_cpu_rss(pid)[0] for role, pid in others.items()}
         cpu_before = sum(c for c, _ in usage_before)
         cpu_after = sum(c for c, _ in usage_after)
         rss_before = sum(r for _, r in usage_before)
         rss_after = sum(r for _, r in usage_after)
-        time.sleep(2)  # let in-window runs land
+        drain(handler, window_end)
 
         rows = handler.executions("heartbeat")
         in_window = [r for r in rows if window_start <= ts(r["scheduledTime"]) < window_end]
@@ -185,14 +224,21 @@ def bench(args: argparse.Namespace, work: Path, api: client.ApiClient) -> dict[s
             "minute_bursts": len(spreads),
             "burst_spread_max_ms": max(spreads) if spreads else None,
             "status_patches": writes, "patches_per_run": writes / max(1, len(in_window)),
+            "api_writes": all_writes, "api_writes_per_fire": all_writes / max(1, len(in_window)),
             "operator_cpu_percent": 100 * (cpu_after - cpu_before) / (window_end - window_start),
             "operator_rss_mib": rss_after, "operator_rss_start_mib": rss_before,
             "create_seconds": created_s, "cpus": os.cpu_count(), "replicas": len(operators),
             "machine_cpu_percent": 100 * (machine_after[0] - machine_before[0])
             / max(1, machine_after[1] - machine_before[1]),
+            "process_cpu_percent": {
+                role: 100 * (others_after[role] - others_before[role]) / (window_end - window_start)
+                for role in others},
             "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         for k, v in result.items():
+            if k == "process_cpu_percent":
+                print(f"{k:>22}: " + ", ".join(f"{role} {c:.1f}" for role, c in v.items()))
+                continue
             if isinstance(v, dict):
                 for kind, f in v.items():
                     print(f"{'':>18}  {kind:<22} runs {f['runs']:>6}  p50 {f['p50_ms']:8.1f} ms"

@@ -161,7 +161,8 @@ class LocalCluster:
             # NodeRestriction, as a production cluster runs them.
             "--enable-admission-plugins=NodeRestriction",
             "--allow-privileged=true",
-            "--profiling=false",
+            # /debug/pprof for benchmark profiling only (SZ_APISERVER_PROFILING=1).
+            f"--profiling={str(os.environ.get('SZ_APISERVER_PROFILING') == '1').lower()}",
             "--v=1",
         ])
         self._wait_ready(server, certs, timeout)
