@@ -64,3 +64,22 @@ def test_optional_job_context_is_injected_not_a_param() -> None:
     spec = discover(Clocky())["tick"]
     assert spec.context_param == "ctx"
     assert [p.name for p in spec.params] == ["n"]
+
+
+def test_sync_methods_share_at_most_32_threads_unless_asked() -> None:
+    """A thousand Python threads running a short method only contend for the GIL."""
+    from schedulezero_handler import Executor
+
+    class Blocking:
+        @method
+        def wait(self) -> None: ...
+
+    assert Executor(Blocking(), concurrency=1024).threads == 32
+    assert Executor(Blocking(), concurrency=4).threads == 4
+    ex = Executor(Blocking(), concurrency=1024, threads=200)
+    assert ex.threads == 200
+    pool = ex._threads()
+    try:
+        assert pool._max_workers == 200
+    finally:
+        pool.shutdown()
