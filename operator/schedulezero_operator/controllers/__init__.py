@@ -23,7 +23,7 @@ from ..api.models import GROUP, VERSION
 from ..dispatch.registration import RegistrationServer
 from ..engine import Engine, SystemClock
 from ..scaling.scaler import Scaler
-from . import safe_decode
+from . import heap, safe_decode
 from .kube import Kube
 from .metrics import Metrics, MetricsServer
 
@@ -130,7 +130,8 @@ async def _startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -
                                       opts.legacy_registry_port)
         if registry.start():
             rt.registry_server = registry
-    rt.tasks += [loop.create_task(eng.run()), loop.create_task(Scaler(eng).run())]
+    rt.tasks += [loop.create_task(eng.run()), loop.create_task(Scaler(eng).run()),
+                 loop.create_task(heap.keep_heap_frozen())]
     log.info("engine started as %s", eng.identity)
 
 

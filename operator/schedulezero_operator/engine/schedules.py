@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from ..api.models import RUN_NOW_ANNOTATION, ActiveRun, Claim, ScheduleStatus
+from ..timing import Trigger
 from . import claims, status
 from .context import Context
 from .firing import Firing
@@ -53,6 +54,8 @@ class ScheduleRunner:
         self.ctx = ctx
         self.handlers = handlers
         self._on_gone = on_gone
+        # (next slot, claim, trigger, answer) of the last urgent() (see there)
+        self._urgent_memo: tuple[dt.datetime, Claim | None, Trigger, bool] | None = None
         meta = body["metadata"]
         record = status.load(ScheduleStatus, body.get("status"))
         self.s = s = ScheduleState(meta["namespace"], meta["name"], meta["uid"], body, record,
@@ -160,11 +163,21 @@ class ScheduleRunner:
 
     # -- the status writer's target ----------------------------------------------------
     def urgent(self) -> bool:
-        """The claim must be extended before the next slot: write within the interval."""
+        """The claim must be extended before the next slot: write within the interval.
+
+        Asked of every dirty Schedule on every flush (5 a second), so the answer is kept
+        until the next slot, the claim or the trigger changes: it depends on nothing else.
+        """
         s = self.s
-        return s.next_slot is not None and s.trigger is not None and not s.stopped and \
-            not s.claim_lost and not claims.covers(s.claim, self.ctx.identity, s.next_slot,
-                                                   s.trigger)
+        if s.next_slot is None or s.trigger is None or s.stopped or s.claim_lost:
+            return False
+        memo = self._urgent_memo
+        if memo is not None and memo[0] == s.next_slot and memo[1] is s.claim and \
+                memo[2] is s.trigger:
+            return memo[3]
+        answer = not claims.covers(s.claim, self.ctx.identity, s.next_slot, s.trigger)
+        self._urgent_memo = (s.next_slot, s.claim, s.trigger, answer)
+        return answer
 
     def precondition(self) -> str | None:
         return self.s.resource_version
