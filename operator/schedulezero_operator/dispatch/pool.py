@@ -125,7 +125,12 @@ class EndpointPool:
         candidates = [s for s in usable if s.in_flight < s.capacity]
         if not candidates:
             return None
-        if home is not None:
+        if home is not None and len(usable) == 1:
+            only = usable[0]  # one endpoint: every run's home, nothing to hash or bound
+            if only.in_flight < only.capacity:
+                only.in_flight += 1
+                return only.endpoint
+        elif home is not None:
             ready = usable
             if home_since is not None:
                 ready = [s for s in usable if s.ready_at <= home_since] or usable
