@@ -27,6 +27,7 @@ from .clock import Clock
 log = logging.getLogger("schedulezero.timers")
 
 Continuation = Callable[[], None]
+CHUNK = 64  # due callbacks run between two yields (see fire_due)
 Callback = Callable[[], Continuation | None]
 
 
@@ -63,9 +64,18 @@ class TimerQueue:
         return due
 
     async def fire_due(self) -> None:
-        """Run every due callback, then (after one yield) their continuations."""
+        """Run every due callback, then their continuations.
+
+        In chunks of ``CHUNK`` with a yield after each, so the runs a chunk started
+        reach their dispatch (and the handler starts on them, on another core) while
+        the next chunk is being started: the first jobs of a 600-fire burst left after
+        all 600 callbacks (~50 ms) before, now after the first 64.
+        """
         later: list[tuple[Any, Continuation]] = []
-        for key, callback in self._pop_due(self.clock.now()):
+        due = self._pop_due(self.clock.now())
+        for i, (key, callback) in enumerate(due):
+            if i and i % CHUNK == 0:
+                await asyncio.sleep(0)
             try:
                 then = callback()
             except Exception:
