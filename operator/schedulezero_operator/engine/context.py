@@ -32,6 +32,12 @@ class Context:
     # before every dispatch and every status write: a process frozen past its lease
     # and resumed knows it lost before it does anything.
     fence: Callable[[str, str], bool] = field(default=lambda namespace, name: True)
+    # Ownership comes from Leases (set_fence was called): then another operator's claim
+    # never blocks a Schedule we may act for. Its holder lost or gave up the bucket, and
+    # its own fence stops it; waiting out a claim a minute long would only drop slots
+    # (a replica joining took over buckets whose old holder had just extended them).
+    # Without Leases (several operators, no election) claims are the only arbiter.
+    leased: bool = False
     tasks: Tasks = field(default_factory=Tasks)
     observer: Observer = field(default_factory=NullObserver)  # metrics (observer.py)
     write_rate: float = WRITE_RATE  # status writes a second (the writer's budget)

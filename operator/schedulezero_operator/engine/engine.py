@@ -114,6 +114,7 @@ class Engine:
     def set_fence(self, fence: Callable[[str, str], bool]) -> None:
         """Act only for the Schedules ``fence(namespace, name)`` says are ours (now)."""
         self.ctx.fence = fence
+        self.ctx.leased = True
         self.rebalance()
 
     def rebalance(self) -> None:

@@ -67,11 +67,18 @@ class Firing:
             cap = max(s.spec.catch_up.max_runs, 1) * 10 + 10
             slots, cut = slots_between(s.trigger, last or created, now, cap=cap)
             if slots:
-                plan = catch_up(slots, cut, now, policy=s.spec.catch_up.policy,
+                # The slots a predecessor claimed it may have fired without recording
+                # them yet (status lags runs by up to the writer's lag): not missed
+                # while no operator ran, so resent whatever the policy, and never
+                # recorded Missed for a run that ran.
+                handed = claims.claim_until(s.inherited_claim) if s.inherited_claim else None
+                maybe_ran = [x for x in slots if handed is not None and x <= handed]
+                plan = catch_up(slots[len(maybe_ran):], cut, now,
+                                policy=s.spec.catch_up.policy,
                                 max_runs=s.spec.catch_up.max_runs,
                                 starting_deadline=s.spec.starting_deadline_seconds)
                 self.record_missed(plan.missed, cut)
-                for slot in plan.run:
+                for slot in maybe_ran + plan.run:
                     # A predecessor may have dispatched it without recording it: to
                     # its home endpoint whatever the load, where the SDK dedupes.
                     self.fire(slot, sticky=True)
@@ -84,7 +91,7 @@ class Firing:
         if slot is not None and s.next_slot is not None and slot > s.next_slot:
             s.gap = (slot - s.next_slot).total_seconds()
         s.next_slot = slot
-        s.claim_lost = slot is not None and claims.blocks(
+        s.claim_lost = slot is not None and not self.ctx.leased and claims.blocks(
             s.foreign_claim, self.ctx.identity, slot, self.ctx.clock.now())
         if slot is None or s.stopped:
             self.ctx.timers.cancel(s.key)

@@ -245,7 +245,8 @@ class ScheduleRunner:
         s = self.s
         s.resource_version = fresh["metadata"]["resourceVersion"]
         other = status.load(ScheduleStatus, fresh.get("status")).claim
-        if other is None or other.holder == self.ctx.identity or other == s.inherited_claim:
+        if other is None or other.holder == self.ctx.identity or other == s.inherited_claim \
+                or self.ctx.leased:
             s.foreign_claim = None
         else:
             s.foreign_claim = other

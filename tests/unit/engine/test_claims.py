@@ -155,3 +155,24 @@ async def test_two_operators_without_a_lease_never_fire_a_slot_twice() -> None:
     assert [round(c.at, 6) for c in a.dispatcher.calls] == [float(i) for i in range(1, 11)]
     assert b.dispatcher.calls, "op-b took over"
     assert b.dispatcher.calls[0].at <= 10 + claims.CLAIM_HORIZON.total_seconds() + 1
+
+
+@virtual_time
+async def test_with_leases_another_operators_claim_never_holds_our_slots() -> None:
+    """Ownership by Lease: a claim by another operator on a Schedule we hold is stale
+    (its holder lost or gave up the bucket, and its fence stops it). A replica joining
+    once waited out such claims — a minute of slots — when the old holder had extended
+    them just before handing the bucket over."""
+    kube = FakeKube()
+    handler(kube)
+    schedule(kube, "s", interval="1s")
+    op = Operator(kube)
+    op.engine.set_fence(lambda namespace, name: True)  # our bucket, by Lease
+    async with op:
+        await asyncio.sleep(3.5)
+        kube.interfere("schedules", "s", foreign(5, 60, 90))  # the old holder's late write
+        await asyncio.sleep(8.0)
+    fired = [int(c.scheduled_time[-3:-1]) for c in op.dispatcher.calls]
+    assert fired == list(range(1, 12)), "no slot left to the old holder's claim"
+    assert kube.conflicts >= 1
+    assert kube.status("s")["claim"]["holder"] == "op-a"

@@ -186,3 +186,25 @@ async def test_a_catch_up_burst_sends_every_run_to_its_home_endpoint() -> None:
         probe = EndpointPool(capacity_per_endpoint=1000)
         probe.set_ready([Endpoint.parse(a, "zmq") for a in addresses])
         assert call.endpoint == probe.acquire(home=call.run_id), call.run_id
+
+
+@virtual_time
+async def test_slots_a_predecessor_claimed_are_resent_not_recorded_missed() -> None:
+    """Failover with the default policy (Latest): the predecessor's claim covered slots up
+    to -2 and its status lags (last recorded -10). Slots -9..-2 may have run: they are
+    resent under their own run ids (the SDK dedupes); only -1 and 0, which nobody
+    claimed, follow the policy (run the latest, -1 Missed)."""
+    kube = FakeKube()
+    handler(kube)
+    kube.create("schedules", "s", {"handler": "h", "method": "heartbeat", "interval": "1s"},
+                status={"lastScheduleTime": stamp(-10), "claim": {
+                    "holder": "gone", "runId": "r", "scheduledTime": stamp(-9),
+                    "until": stamp(-2), "expires": stamp(28)}}, created=LONG_AGO)
+    async with Operator(kube) as op:
+        await asyncio.sleep(1.5)
+    times = [c.scheduled_time for c in op.dispatcher.calls]
+    assert times == [stamp(s) for s in range(-9, -1)] + [stamp(0), stamp(1)]
+    st = kube.status("s")
+    assert st["counters"]["missed"] == 1
+    assert [r["scheduledTime"] for r in st["recentRuns"] if r["outcome"] == "Missed"] == [
+        stamp(-1)]
