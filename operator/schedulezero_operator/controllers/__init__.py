@@ -113,7 +113,7 @@ async def _startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -
                                 duration=rt.options.lease_duration,
                                 renew=rt.options.lease_renew,
                                 on_change=lambda held: eng.rebalance())
-        eng.set_fence(elector.owns)
+        eng.set_fence(elector.owns, elector.holds)
         await elector.step()
         rt.elector = elector
         rt.tasks.append(loop.create_task(elector.run()))

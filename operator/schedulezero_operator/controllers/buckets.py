@@ -101,6 +101,11 @@ class BucketElector:
         """Fire this Schedule? (no API call: a frozen-and-resumed replica answers no)."""
         return self.owns_bucket(bucket_of(namespace, name, self.buckets))
 
+    def holds(self, namespace: str, name: str) -> bool:
+        """Is this Schedule in a bucket we hold, even if its fence lapsed for a moment
+        (a renewal that was slow, not lost)? Which Schedules have a runner here."""
+        return bucket_of(namespace, name, self.buckets) in self._valid_until
+
     @property
     def held(self) -> set[int]:
         return {b for b in self._valid_until if self.owns_bucket(b)}

@@ -52,3 +52,23 @@ async def test_the_echo_of_our_own_status_write_is_absorbed_and_nothing_else() -
         assert not op.engine.absorb_echo(someone_else)
         stranger = {**echo, "metadata": {**echo["metadata"], "name": "other"}}
         assert not op.engine.absorb_echo(stranger)
+
+
+@virtual_time
+async def test_a_schedule_created_while_the_fence_lapsed_fires_once_it_returns() -> None:
+    """The bucket is still ours (``holds``), only its fence lapsed: the Schedule gets a
+    runner at once and fires when the fence is back. (Decided by the fence alone, it
+    was dropped and never started: nothing restarts it when the fence returns.)"""
+    kube = FakeKube()
+    handler(kube)
+    up = {"now": False}
+    op = Operator(kube)
+    op.engine.set_fence(lambda ns, name: up["now"], holds=lambda ns, name: True)
+    async with op:
+        await asyncio.sleep(0.5)
+        schedule(kube, "s", interval="1s")
+        await asyncio.sleep(1.0)
+        assert not op.dispatcher.calls, "nothing dispatched while fenced out"
+        up["now"] = True
+        await asyncio.sleep(3.0)
+    assert len(op.dispatcher.calls) >= 3
