@@ -11,8 +11,10 @@ that vanished keeps others from taking over.
 The horizon is long (a minute, or four slots of a slower trigger, up to ten minutes)
 because the status writer runs on a budget: under load a Schedule's status may be
 written only every few tens of seconds, and a claim that ran out before the next
-write would hold its slots back. A long claim costs nothing on failover: the Lease
-says the predecessor is gone, and its claim is taken over at once.
+write would hold its slots back. With more Schedules than a minute's claims fit in
+half the budget, the writer lengthens it (``StatusWriter.claim_horizon``). A long
+claim costs nothing on failover: the Lease says the predecessor is gone, and its claim
+is taken over at once.
 """
 
 from __future__ import annotations
@@ -49,9 +51,10 @@ def horizon_end(trigger: Trigger, slot: dt.datetime, horizon: dt.timedelta = CLA
     return until
 
 
-def new_claim(holder: str, uid: str, slot: dt.datetime, trigger: Trigger) -> Claim:
+def new_claim(holder: str, uid: str, slot: dt.datetime, trigger: Trigger,
+              horizon: dt.timedelta = CLAIM_HORIZON) -> Claim:
     """Our claim of ``slot`` and the slots after it within the horizon."""
-    until = horizon_end(trigger, slot)
+    until = horizon_end(trigger, slot, horizon)
     return Claim(holder=holder, run_id=run_id_for(uid, slot), scheduled_time=iso(slot),
                  until=iso(until), expires=iso(later(until, CLAIM_GRACE)))
 
@@ -62,7 +65,8 @@ def claim_until(claim: Claim) -> dt.datetime | None:
     return parse_iso(claim.until) or parse_iso(claim.scheduled_time)
 
 
-def covers(claim: Claim | None, holder: str, slot: dt.datetime, trigger: Trigger) -> bool:
+def covers(claim: Claim | None, holder: str, slot: dt.datetime, trigger: Trigger,
+           horizon: dt.timedelta = CLAIM_HORIZON) -> bool:
     """``holder``'s claim covers ``slot`` with half a horizon to spare (else extend it)."""
     if claim is None or claim.holder != holder:
         return False
@@ -72,9 +76,9 @@ def covers(claim: Claim | None, holder: str, slot: dt.datetime, trigger: Trigger
     nxt = next_fire(trigger, slot)
     if nxt is None or next_fire(trigger, until) is None:
         return True  # nothing after it to claim
-    if CLAIM_SLOTS * (nxt - slot) <= CLAIM_HORIZON:  # a frequent trigger: time decides
-        return later(slot, CLAIM_HORIZON / 2) <= until
-    return horizon_end(trigger, slot, CLAIM_HORIZON / 2, CLAIM_SLOTS // 2) <= until
+    if CLAIM_SLOTS * (nxt - slot) <= horizon:  # a frequent trigger: time decides
+        return later(slot, horizon / 2) <= until
+    return horizon_end(trigger, slot, horizon / 2, CLAIM_SLOTS // 2) <= until
 
 
 def blocks(claim: Claim | None, holder: str, slot: dt.datetime, now: dt.datetime) -> bool:

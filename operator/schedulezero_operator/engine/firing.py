@@ -163,10 +163,13 @@ class Firing:
         self._advance(slot, armed)
 
     async def _fire_when_claimed(self, slot: dt.datetime, fire_at: dt.datetime) -> None:
-        """Late rather than lost: wait (at most the claim grace) for our claim to land."""
+        """Late rather than lost: wait for our claim to land, at most the claim grace
+        plus the time the writer needs to write every object once on its budget (the
+        first claims of a large fleet after a start take that long)."""
         s = self.s
         armed = self._armed
-        deadline = self.ctx.clock.now() + claims.CLAIM_GRACE
+        deadline = self.ctx.clock.now() + claims.CLAIM_GRACE + dt.timedelta(
+            seconds=self.ctx.writer.full_pass_seconds())
         while not self._claim_settled(slot):
             left = (deadline - self.ctx.clock.now()).total_seconds()
             if left <= 0:
@@ -181,6 +184,10 @@ class Firing:
             if not s.deleted:
                 self.fire(slot, fire_at=fire_at)
                 await asyncio.sleep(0)  # dispatch before the next-slot math
+        elif not s.deleted and not s.claim_lost:
+            run = Run(decisions.run_id_for(s.uid, slot), slot, fire_at, attempt=0)
+            self.record(run, Outcome.MISSED, "its claim could not be written to status in "
+                        "time (status writes failing or far behind); not fired")
         self._advance(slot, armed)
 
     def _claim_settled(self, slot: dt.datetime) -> bool:

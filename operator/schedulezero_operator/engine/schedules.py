@@ -55,7 +55,8 @@ class ScheduleRunner:
         self.handlers = handlers
         self._on_gone = on_gone
         # (next slot, claim, trigger, answer) of the last urgent() (see there)
-        self._urgent_memo: tuple[dt.datetime, Claim | None, Trigger, bool] | None = None
+        self._urgent_memo: tuple[dt.datetime, Claim | None, Trigger, dt.timedelta,
+                                 bool] | None = None
         meta = body["metadata"]
         record = status.load(ScheduleStatus, body.get("status"))
         self.s = s = ScheduleState(meta["namespace"], meta["name"], meta["uid"], body, record,
@@ -171,13 +172,20 @@ class ScheduleRunner:
         s = self.s
         if s.next_slot is None or s.trigger is None or s.stopped or s.claim_lost:
             return False
+        horizon = self._horizon()
         memo = self._urgent_memo
         if memo is not None and memo[0] == s.next_slot and memo[1] is s.claim and \
-                memo[2] is s.trigger:
-            return memo[3]
-        answer = not claims.covers(s.claim, self.ctx.identity, s.next_slot, s.trigger)
-        self._urgent_memo = (s.next_slot, s.claim, s.trigger, answer)
+                memo[2] is s.trigger and memo[3] == horizon:
+            return memo[4]
+        answer = not claims.covers(s.claim, self.ctx.identity, s.next_slot, s.trigger,
+                                   horizon)
+        self._urgent_memo = (s.next_slot, s.claim, s.trigger, horizon, answer)
         return answer
+
+    def _horizon(self) -> dt.timedelta:
+        """How far ahead claims reach now (longer when the write budget is tight)."""
+        seconds = self.ctx.writer.claim_horizon(claims.CLAIM_HORIZON.total_seconds())
+        return dt.timedelta(seconds=round(seconds))
 
     def precondition(self) -> str | None:
         return self.s.resource_version
@@ -223,8 +231,10 @@ class ScheduleRunner:
         # next regular one: a frequent Schedule then pays no separate claim writes.
         soon = later(s.next_slot, dt.timedelta(
             seconds=max(self.min_interval, self.ctx.writer.lag)))
-        if not claims.covers(s.claim, self.ctx.identity, soon, s.trigger):
-            s.claim = claims.new_claim(self.ctx.identity, s.uid, s.next_slot, s.trigger)
+        horizon = self._horizon()
+        if not claims.covers(s.claim, self.ctx.identity, soon, s.trigger, horizon):
+            s.claim = claims.new_claim(self.ctx.identity, s.uid, s.next_slot, s.trigger,
+                                       horizon)
         return s.claim
 
     def written(self, model: BaseModel, resource_version: str | None) -> None:

@@ -141,6 +141,16 @@ class StatusWriter:
         self.writes_by: Counter[str] = Counter()
         self.conflicts_by: Counter[str] = Counter()
 
+    def full_pass_seconds(self) -> float:
+        """Seconds the budget needs to write every tracked object once."""
+        return len(self._entries) / max(self.rate, 0.01)
+
+    def claim_horizon(self, least: float) -> float:
+        """Seconds of slots a claim should cover: at least ``least``, and long enough
+        that renewing every tracked object's claim once per half horizon takes at most
+        half the write budget (4 x objects / rate), so claims never run out under it."""
+        return max(least, 4 * len(self._entries) / max(self.rate, 0.01))
+
     def track(self, target: Target, stored: dict[str, Any] | None = None) -> None:
         """Keep ``target``'s status up to date; ``stored`` is its status as last seen."""
         key = (target.plural, target.namespace, target.name)

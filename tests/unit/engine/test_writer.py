@@ -182,28 +182,49 @@ def slot_of(call: object) -> float:
     return (scheduled - T0).total_seconds()
 
 
+@pytest.mark.parametrize(("rate", "startup"), [(5, 8), (1, 45)])
 @virtual_time
-async def test_a_tight_write_budget_lags_status_never_firing() -> None:
+async def test_a_tight_write_budget_lags_status_never_firing(rate: int, startup: int) -> None:
     """40 Schedules every second on a budget of 5 writes a second: status is written
     about every 8 s per Schedule, but the claims go first and stay ahead, so every slot
     fires on time and none twice. Only at start-up, while the 40 first claims wait
-    their turn (8 s at 5/s), do slots wait for them: late, not lost."""
+    their turn (8 s at 5/s), do slots wait for them: late, not lost. At 1 write a
+    second a minute's claims would not fit: the horizon grows (4 x 41 objects / 1 s)."""
     kube = FakeKube()
     handler(kube)
     names = [f"s{i:02d}" for i in range(40)]
     for name in names:
         schedule(kube, name, interval="1s")
-    async with Operator(kube, write_rate=5) as op:
+    async with Operator(kube, write_rate=rate) as op:
         await asyncio.sleep(120.5)
         writes = sum(n for (plural, _), n in kube.writes.items() if plural == "schedules")
         lag = op.engine.ctx.writer.lag
-    assert writes <= 5 * 120 + 5, f"{writes} writes in 120 s on a budget of 5/s"
+    assert writes <= rate * 120 + rate, f"{writes} writes in 120 s on a budget of {rate}/s"
     assert lag > 0, "more was due than the budget allowed"
     late = [c for c in op.dispatcher.calls if abs(c.at - slot_of(c)) > 1e-6]
-    assert late and max(slot_of(c) for c in late) <= 8, "late only while first claims wait"
+    assert late and max(slot_of(c) for c in late) <= startup, \
+        "late only while the first claims wait"
     per = {name: sorted(slot_of(c) for c in op.dispatcher.calls
                         if c.schedule == f"default/{name}") for name in names}
     assert all(slots == list(range(1, 121)) for slots in per.values()), \
         {n: len(v) for n, v in per.items() if v != list(range(1, 121))}
     for name in names:  # the last runs reached status at the clean stop
         assert kube.status(name)["counters"]["succeeded"] == 120
+
+
+@virtual_time
+async def test_a_slot_whose_claim_never_lands_is_recorded_missed_not_dropped() -> None:
+    """Status writes fail for a minute: the first slots wait for their claim (late rather
+    than lost) up to the claim grace, then are recorded Missed with the reason."""
+    kube = FakeKube()
+    handler(kube)
+    schedule(kube, "s", interval="1s")
+    kube.failures = [RuntimeError("API down")] * 120  # ~60 s of failed writes
+    async with Operator(kube) as op:
+        await asyncio.sleep(100)
+    st = kube.status("s")
+    assert st["counters"]["missed"] >= 1
+    missed = [r for r in st["recentRuns"] if r["outcome"] == "Missed"]
+    assert missed and "claim could not be written" in missed[0]["message"]
+    ran = {c.scheduled_time for c in op.dispatcher.calls}
+    assert not ran & {r["scheduledTime"] for r in missed}, "a Missed slot never ran"
