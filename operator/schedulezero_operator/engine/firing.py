@@ -138,8 +138,11 @@ class Firing:
         elif not self.ctx.fence(s.namespace, s.name):
             self.ctx.tasks.spawn(self._fire_when_fenced_in(slot, fire_at))
             return None
-        elif s.claim_until is None or slot > s.claim_until:
+        elif not self.ctx.leased and (s.claim_until is None or slot > s.claim_until):
             # Our claim write has not landed yet (right after start-up): wait for it.
+            # Not with Leases: the fence already says no other operator acts for this
+            # Schedule, so a takeover or a large fleet's first claims (a full pass of
+            # the write budget) never hold slots back.
             self.ctx.tasks.spawn(self._fire_when_claimed(slot, fire_at))
             return None
         else:

@@ -176,3 +176,22 @@ async def test_with_leases_another_operators_claim_never_holds_our_slots() -> No
     assert fired == list(range(1, 12)), "no slot left to the old holder's claim"
     assert kube.conflicts >= 1
     assert kube.status("s")["claim"]["holder"] == "op-a"
+
+
+@virtual_time
+async def test_with_leases_firing_never_waits_for_our_claim_write() -> None:
+    """Status writes take 20 s each (an overloaded API server, or a large fleet's first
+    claims queued on the write budget): with a Lease the fence already rules out any
+    other operator, so the slots fire on time; without, they wait for the claim."""
+    for leased in (True, False):
+        kube = FakeKube()
+        handler(kube)
+        schedule(kube, "s", interval="1s")
+        kube.latency = 20.0
+        op = Operator(kube)
+        if leased:
+            op.engine.set_fence(lambda namespace, name: True)
+        async with op:
+            await asyncio.sleep(5.5)
+            on_time = [c for c in op.dispatcher.calls if abs(c.at - round(c.at)) < 1e-6]
+        assert (len(on_time) == 5) is leased, (leased, len(on_time))
