@@ -128,7 +128,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=10)
     parser.add_argument("--mix", choices=["interval", "cron", "burst"], default="interval")
     parser.add_argument("--replicas", type=int, default=1,
-                        help="operator replicas (>1: --leader-elect with that many buckets)")
+                        help="operator replicas, elected as the chart runs them (>1: "
+                        "sharded into 4 buckets per replica)")
     parser.add_argument("--name", help="results file stem (default firing-<mix>-<N>)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="sz-bench-"))
@@ -149,8 +150,10 @@ def bench(args: argparse.Namespace, work: Path, api: client.ApiClient) -> dict[s
         handler.start()
         replicas = getattr(args, "replicas", 1)
         for i in range(replicas):
-            extra = ["--leader-elect", "--buckets", str(4 * replicas), "--lease-namespace", ns,
-                     "--lease-name", "sz-bench"] if replicas > 1 else []
+            # Elected as the chart runs it (one bucket per replica; four each when
+            # sharded, so buckets can move).
+            extra = ["--leader-elect", "--buckets", str(4 * replicas if replicas > 1 else 1),
+                     "--lease-namespace", ns, "--lease-name", "sz-bench"]
             operators.append(OperatorProcess(work / f"operator-{i}.log", *extra))
             operators[-1].start()
         custom.create_namespaced_custom_object("schedulezero.io", "v1alpha1", ns, "handlers", {
