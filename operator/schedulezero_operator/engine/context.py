@@ -49,7 +49,8 @@ class Context:
         self.timers = TimerQueue(self.clock)
         self.writer = StatusWriter(self.kube, self.tasks,
                                    fence=lambda ns, name: self.fence(ns, name),
-                                   rate=self.write_rate, burst=self.write_burst)
+                                   rate=self.write_rate, burst=self.write_burst,
+                                   quiet=self.timers.quiet)
 
     async def fence_returns(self, namespace: str, name: str,
                             wait: float = FENCE_WAIT) -> bool:

@@ -263,6 +263,13 @@ class Firing:
             log.exception("%s: run %s crashed", s.ref, run.run_id)
             # The traceback is in the log; the status says what and where, not repr(e).
             finished = Finished(Outcome.FAILED, problems.api_error_text(e))
+        try:
+            await self.ctx.timers.quiet()  # a burst's dispatches before its bookkeeping
+        except asyncio.CancelledError:
+            if s.deleted:
+                return
+            # Cancelled while waiting (Replace, shutdown): the run has already ended,
+            # and its outcome is the one to record.
         self.record(run, finished.outcome, finished.message, finished.result)
 
     def _retrying(self) -> None:

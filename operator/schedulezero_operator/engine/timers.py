@@ -38,6 +38,8 @@ class TimerQueue:
         self._seq = itertools.count()
         self._wake = asyncio.Event()
         self._live: dict[Any, int] = {}  # key -> seq of its live entry
+        self._quiet = asyncio.Event()  # clear while a burst is being started
+        self._quiet.set()
 
     def schedule(self, key: Any, when: dt.datetime, callback: Callback) -> None:
         """(Re)arm ``key`` for ``when``; replaces any earlier timer of the same key."""
@@ -46,6 +48,17 @@ class TimerQueue:
         heapq.heappush(self._heap, (when, seq, key, callback))
         if self._heap[0][1] == seq:
             self._wake.set()
+
+    async def quiet(self) -> None:
+        """Return once no burst of due timers is being started (at once if none is).
+
+        What can wait a few hundred milliseconds (recording a finished run, status
+        writes) waits for this, so a burst's dispatches are not interleaved with the
+        bookkeeping of its first replies: that made a 1,000-fire burst's last job leave
+        ~470 µs x 1,000 after its slot instead of the ~180 µs x 1,000 dispatching takes.
+        """
+        if not self._quiet.is_set():
+            await self._quiet.wait()
 
     def cancel(self, key: Any) -> None:
         self._live.pop(key, None)
@@ -73,19 +86,27 @@ class TimerQueue:
         """
         later: list[tuple[Any, Continuation]] = []
         due = self._pop_due(self.clock.now())
-        for i, (key, callback) in enumerate(due):
-            if i and i % CHUNK == 0:
-                await asyncio.sleep(0)
-            try:
-                then = callback()
-            except Exception:
-                log.exception("timer callback for %s failed", key)
-                continue
-            if then is not None:
-                later.append((key, then))
+        burst = len(due) > CHUNK
+        if burst:
+            self._quiet.clear()
+        try:
+            for i, (key, callback) in enumerate(due):
+                if i and i % CHUNK == 0:
+                    await asyncio.sleep(0)
+                try:
+                    then = callback()
+                except Exception:
+                    log.exception("timer callback for %s failed", key)
+                    continue
+                if then is not None:
+                    later.append((key, then))
+            if later:
+                await asyncio.sleep(0)  # the runs just started get to their dispatch first
+        finally:
+            if burst:
+                self._quiet.set()
         if not later:
             return
-        await asyncio.sleep(0)  # the runs just started get to their dispatch first
         for key, then in later:
             try:
                 then()

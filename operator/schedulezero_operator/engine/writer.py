@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -124,8 +124,10 @@ class _Entry:
 class StatusWriter:
     def __init__(self, kube: KubePort, tasks: Tasks,
                  fence: Callable[[str, str], bool] = lambda namespace, name: True,
-                 rate: float = WRITE_RATE, burst: int = WRITE_BURST) -> None:
+                 rate: float = WRITE_RATE, burst: int = WRITE_BURST,
+                 quiet: Callable[[], Awaitable[None]] | None = None) -> None:
         self.kube = kube
+        self.quiet = quiet  # wait for it before writing (no writes amid a firing burst)
         self.tasks = tasks
         self.fence = fence
         self.rate, self.burst = rate, burst
@@ -188,6 +190,8 @@ class StatusWriter:
             await self._wake.wait()
             self._wake.clear()
             await asyncio.sleep(FLUSH_INTERVAL)  # coalesce what changes meanwhile
+            if self.quiet is not None:
+                await self.quiet()
             now = loop.time()
             waiting = False
             due: list[tuple[bool, float, _Entry]] = []

@@ -440,3 +440,30 @@ async def test_a_new_object_under_the_same_name_replaces_the_old_one_unseen() ->
         op.engine.upsert_schedule(kube.obj("schedules", "s"))
         await asyncio.sleep(1)
     assert op.dispatcher.calls[-1].run_id.startswith("second-u")
+
+
+@virtual_time
+async def test_a_burst_is_dispatched_whole_before_any_run_is_recorded() -> None:
+    """200 Schedules due at one instant (more than one chunk of timers): replies come
+    back at once, but their bookkeeping waits until the burst's last job is out."""
+    import time
+
+    from schedulezero_operator.engine.observer import NullObserver
+
+    class Stamps(NullObserver):
+        finished_at: list[float] = []
+
+        def finished(self, outcome: str, count: int = 1) -> None:
+            self.finished_at.append(time.perf_counter())
+
+    kube = FakeKube()
+    handler(kube)
+    for i in range(200):
+        schedule(kube, f"s{i:03d}", schedule="* * * * *")
+    stamps = Stamps()
+    async with Operator(kube, observer=stamps) as op:
+        await asyncio.sleep(61)
+    first_burst = [c for c in op.dispatcher.calls if c.scheduled_time == op.dispatcher.calls[
+        0].scheduled_time]
+    assert len(first_burst) == 200
+    assert max(c.real for c in first_burst) < min(stamps.finished_at)
