@@ -107,9 +107,10 @@ class ScheduleState:
         return self.spec is None or self.spec.suspend or self.paused_generation is not None
 
     def set_condition(self, kind: str, ok: bool, reason: str, message: str,
-                      now: dt.datetime) -> None:
-        status.set_condition(self.conditions, kind, ok, reason, message, now=now,
-                             generation=self.generation)
+                      now: dt.datetime) -> bool:
+        """Set one condition; whether anything changed."""
+        return status.set_condition(self.conditions, kind, ok, reason, message, now=now,
+                                    generation=self.generation)
 
     def settle_claim(self) -> None:
         """Wake whoever waits for the claim of the next slot to be confirmed or lost."""

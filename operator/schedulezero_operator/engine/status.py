@@ -101,19 +101,21 @@ def _status(ok: bool) -> Literal["True", "False"]:
 
 
 def set_condition(conditions: dict[str, Condition], kind: str, ok: bool, reason: str,
-                  message: str, *, now: dt.datetime, generation: int | None = None) -> None:
-    """Set one condition; ``lastTransitionTime`` moves only when its status changes."""
+                  message: str, *, now: dt.datetime, generation: int | None = None) -> bool:
+    """Set one condition; ``lastTransitionTime`` moves only when its status changes.
+    Whether anything changed."""
     current = conditions.get(kind)
     status = _status(ok)
     if current is not None and (current.status, current.reason, current.message) == (
             status, reason, message):
-        return
+        return False
     changed = current is None or current.status != status
     conditions[kind] = Condition(
         type=kind, status=status, reason=reason, message=message,
         last_transition_time=iso(now) if changed or current is None
         else current.last_transition_time,
         observed_generation=generation)
+    return True
 
 
 # -- runs ------------------------------------------------------------------------------

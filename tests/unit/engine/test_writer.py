@@ -228,3 +228,23 @@ async def test_a_slot_whose_claim_never_lands_is_recorded_missed_not_dropped() -
     assert missed and "claim could not be written" in missed[0]["message"]
     ran = {c.scheduled_time for c in op.dispatcher.calls}
     assert not ran & {r["scheduledTime"] for r in missed}, "a Missed slot never ran"
+
+
+@virtual_time
+async def test_a_handler_recheck_that_changes_nothing_marks_no_schedule_dirty() -> None:
+    """Probes re-check every Schedule of a Handler every 10 s; with 10,000 Schedules,
+    rebuilding each status only to find it unchanged was most of an idle operator's CPU."""
+    kube = FakeKube()
+    handler(kube)
+    for i in range(20):
+        schedule(kube, f"s{i:02d}", interval="1h")
+    async with Operator(kube) as op:
+        await asyncio.sleep(3)
+        marks: list[object] = []
+        real = op.engine.ctx.writer.mark
+        op.engine.ctx.writer.mark = lambda target: (marks.append(target),  # type: ignore[method-assign]
+                                                    real(target))[1]
+        for _ in range(5):
+            op.engine.upsert_handler(kube.obj("handlers", "h"))
+            await asyncio.sleep(1)
+    assert marks == []
