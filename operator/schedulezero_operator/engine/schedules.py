@@ -188,8 +188,7 @@ class ScheduleRunner:
 
     def _horizon(self) -> dt.timedelta:
         """How far ahead claims reach now (longer when the write budget is tight)."""
-        seconds = self.ctx.writer.claim_horizon(claims.CLAIM_HORIZON.total_seconds())
-        return dt.timedelta(seconds=round(seconds))
+        return self.ctx.writer.claim_horizon(claims.CLAIM_HORIZON)
 
     def precondition(self) -> str | None:
         return self.s.resource_version

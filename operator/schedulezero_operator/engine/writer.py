@@ -25,6 +25,7 @@ operator's claim) and tries again, a few times per flush.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -131,7 +132,8 @@ class StatusWriter:
         self.tasks = tasks
         self.fence = fence
         self.rate, self.burst = rate, burst
-        self._budget: Budget | None = None  # made on the running loop's clock
+        self._horizon_for: tuple[int, dt.timedelta] | None = None  # (objects, least)
+        self._horizon = dt.timedelta(0)
         self.lag = 0.0  # seconds until the writes due now are all made (0: keeping up)
         self.deferred = 0  # writes due that waited for the budget (a metric)
         self.fenced = 0  # writes not made because this process may no longer act
@@ -147,11 +149,20 @@ class StatusWriter:
         """Seconds the budget needs to write every tracked object once."""
         return len(self._entries) / max(self.rate, 0.01)
 
-    def claim_horizon(self, least: float) -> float:
-        """Seconds of slots a claim should cover: at least ``least``, and long enough
-        that renewing every tracked object's claim once per half horizon takes at most
-        half the write budget (4 x objects / rate), so claims never run out under it."""
-        return max(least, 4 * len(self._entries) / max(self.rate, 0.01))
+    def claim_horizon(self, least: dt.timedelta) -> dt.timedelta:
+        """How far a claim should reach: at least ``least``, and long enough that
+        renewing every tracked object's claim once per half horizon takes at most half
+        the write budget (4 x objects / rate), so claims never run out under it.
+
+        Asked for every dirty Schedule on every flush; it changes only with the number
+        of objects, so it is recomputed only then.
+        """
+        n = len(self._entries)
+        if self._horizon_for != (n, least):
+            self._horizon_for = (n, least)
+            self._horizon = max(least, dt.timedelta(
+                seconds=round(4 * n / max(self.rate, 0.01))))
+        return self._horizon
 
     def track(self, target: Target, stored: dict[str, Any] | None = None) -> None:
         """Keep ``target``'s status up to date; ``stored`` is its status as last seen."""
@@ -185,7 +196,7 @@ class StatusWriter:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
-        budget = self._budget = Budget(self.rate, self.burst, loop.time())
+        budget = Budget(self.rate, self.burst, loop.time())  # on the running loop's clock
         while True:
             await self._wake.wait()
             self._wake.clear()
