@@ -117,6 +117,8 @@ async def test_levels_in_flight_queued_armed_and_buckets_are_read_when_scraped()
         assert sum(queued.values()) == h.queued
         assert queued["high"] and queued["normal"] and queued["low"] == 0
         assert sample(m, "schedulezero_schedules_armed") == 2, "the suspended one is not"
+        assert sample(m, "schedulezero_status_write_lag_seconds") == 0.0, "within budget"
+        assert sample(m, "schedulezero_status_writes_deferred_total") == 0
         assert sample(m, "schedulezero_bucket_owned", bucket="0") == 1
         assert sample(m, "schedulezero_leading") == 1
 
