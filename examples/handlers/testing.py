@@ -38,6 +38,9 @@ class TestHandler:
             "runId": ctx.run_id if ctx else None, "attempt": ctx.attempt if ctx else None,
             "schedule": ctx.schedule if ctx else None,
             "scheduledTime": ctx.scheduled_time if ctx else None,
+            # The operator's dispatch time plus the attempt timeout (benchmarks split
+            # lateness into operator time and transport + handler time with it).
+            "deadline": ctx.deadline if ctx else None,
             "pod": os.environ.get("POD_NAME"), **fields,
         }
         line = json.dumps(entry) + "\n"
