@@ -34,9 +34,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "hack"), str(REPO / "operator"),
                 str(REPO / "handler_sdk")]
 
-from bench.cluster import pct  # noqa: E402
 from schedulezero_operator.dispatch import Dispatcher  # noqa: E402
 from schedulezero_operator.engine.clock import SystemClock  # noqa: E402
+
+from bench.cluster import pct  # noqa: E402
 from tests.e2e.operator_harness import HandlerProcess, ts  # noqa: E402
 from tests.fakes import FakeKube  # noqa: E402
 from tests.unit.engine.harness import Operator  # noqa: E402

@@ -374,6 +374,8 @@ class Call:
     params: dict[str, Any]
     schedule: str | None
     scheduled_time: str | None
+    start_at: dt.datetime | None = None  # a held job: starts then (not before)
+    began: float | None = None  # loop time the fake handler started it
 
 
 @dataclass
@@ -393,6 +395,9 @@ class FakeDispatcher:
     secrets: dict[str, bytes | None] = field(default_factory=dict)
     describes: int = 0
     pings: list[tuple[float, str]] = field(default_factory=list)  # (loop time, endpoint)
+    # The wall clock a held job (start_at) waits for, as an SDK handler's; set by the
+    # engine harness to the fake clock.
+    clock: Any = None
     _gone: dict[str, asyncio.Event] = field(default_factory=dict)
 
     def on(self, endpoint: str, *replies: Reply) -> None:
@@ -411,10 +416,16 @@ class FakeDispatcher:
     async def execute(self, endpoint: Endpoint, *, run_id: str, method: str,
                       params: dict[str, Any], timeout: float, schedule: str | None = None,
                       scheduled_time: str | None = None, attempt: int = 1,
-                      deadline: str | None = None) -> DispatchResult:
-        self.calls.append(Call(asyncio.get_running_loop().time(), time.perf_counter(),
-                               endpoint, run_id, attempt, method, params, schedule,
-                               scheduled_time))
+                      deadline: str | None = None,
+                      start_at: dt.datetime | None = None) -> DispatchResult:
+        call = Call(asyncio.get_running_loop().time(), time.perf_counter(), endpoint, run_id,
+                    attempt, method, params, schedule, scheduled_time, start_at)
+        self.calls.append(call)
+        if start_at is not None and self.clock is not None:
+            hold = (start_at - self.clock.now()).total_seconds()
+            if hold > 0:
+                await asyncio.sleep(hold)
+        call.began = asyncio.get_running_loop().time()
         if str(endpoint) in self.down:
             await asyncio.sleep(timeout)
             return DispatchResult(False, endpoint, error_type="Timeout",

@@ -60,6 +60,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--status-write-burst", type=int,
                         default=int(os.environ.get("SZ_STATUS_WRITE_BURST", "100")),
                         help="status writes that may go at once (default 100)")
+    parser.add_argument("--dispatch-lead", type=float,
+                        default=float(os.environ.get("SZ_DISPATCH_LEAD", "1")),
+                        help="seconds ahead of its slot a run is sent, to start at the slot "
+                        "(held by SDK handlers over ZMQ, else by the operator); bursts of "
+                        "runs due at one second then start on time (default 1; 0 = off)")
     parser.add_argument("--legacy-registry-port", type=int,
                         default=int(os.environ.get("SZ_LEGACY_REGISTRY_PORT", "0")),
                         help="answer ScheduleZero handlers' registration requests "
@@ -88,6 +93,7 @@ def main(argv: list[str] | None = None) -> None:
                                   probe_interval=max(0.5, args.probe_interval),
                                   status_write_rate=max(1.0, args.status_write_rate),
                                   status_write_burst=max(1, args.status_write_burst),
+                                  dispatch_lead=min(max(0.0, args.dispatch_lead), 5.0),
                                   legacy_registry_port=max(0, args.legacy_registry_port),
                                   legacy_registry_bind=args.legacy_registry_bind)
 

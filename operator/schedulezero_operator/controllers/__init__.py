@@ -44,6 +44,7 @@ class Options:
     probe_interval: float = 10.0  # seconds between probes of external endpoints
     status_write_rate: float = 50.0  # status writes a second, all objects together
     status_write_burst: int = 100
+    dispatch_lead: float = 1.0  # seconds runs go out ahead of their slot, held until it
     legacy_registry_port: int = 0  # 0: no ScheduleZero registration server
     legacy_registry_bind: str = "0.0.0.0"
 
@@ -99,7 +100,8 @@ async def _startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -
         rt.metrics = Metrics(per_schedule=opts.metrics_per_schedule, process=True)
     kube = Kube()
     eng = Engine(kube, SystemClock(), observer=rt.metrics, probe_every=opts.probe_interval,
-                 write_rate=opts.status_write_rate, write_burst=opts.status_write_burst)
+                 write_rate=opts.status_write_rate, write_burst=opts.status_write_burst,
+                 dispatch_lead=opts.dispatch_lead)
     loop = asyncio.get_running_loop()
     rt.tasks = []
     if rt.options.leader_elect:

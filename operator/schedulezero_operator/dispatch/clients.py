@@ -35,6 +35,7 @@ never an exception in a task:
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import ipaddress
 import itertools
 import logging
@@ -419,6 +420,7 @@ class Dispatcher:
         self._secrets: dict[str, bytes | None] = {}
         self._http = HttpClient(max_reply_bytes)
         self._background: set[asyncio.Task[Any]] = set()
+        self._no_hold: set[str] = set()  # endpoints that refused executeAt (older SDKs)
         self._closed = False
 
     def _context(self) -> zmq.asyncio.Context:
@@ -434,7 +436,17 @@ class Dispatcher:
     async def execute(self, endpoint: Endpoint, *, run_id: str, method: str,
                       params: dict[str, Any], timeout: float, schedule: str | None = None,
                       scheduled_time: str | None = None, attempt: int = 1,
-                      deadline: str | None = None) -> DispatchResult:
+                      deadline: str | None = None,
+                      start_at: dt.datetime | None = None) -> DispatchResult:
+        """Run one attempt; with ``start_at``, the job starts at that (wall-clock) time.
+
+        A held job: an SDK handler over ZMQ gets it now as ``executeAt`` and starts
+        it at ``start_at`` itself, so a burst due at one instant is delivered before
+        the instant and starts on time instead of one dispatch after another. Any
+        other endpoint (HTTP, ScheduleZero's REP, an SDK too old for
+        ``executeAt``, which refuses the type) gets a plain ``execute`` sent at
+        ``start_at``: held here instead. Either way no job starts early.
+        """
         started = time.monotonic()
         if self._closed:
             return DispatchResult.failure(endpoint, p.ErrorType.CONNECTION,
@@ -442,6 +454,25 @@ class Dispatcher:
         request = p.Request(type="execute", id="", run_id=run_id, method=method, params=params,
                             schedule=schedule, scheduled_time=scheduled_time, attempt=attempt,
                             deadline=deadline).to_wire()
+        if start_at is not None:
+            hold = start_at.timestamp() - time.time()
+            if hold > 0 and endpoint.protocol == "zmq" and endpoint.key not in self._no_hold:
+                held = await self._send(endpoint, {**request, "type": "executeAt",
+                                                   "startAt": _rfc3339(start_at)},
+                                        run_id, timeout + hold, started)
+                if not _refused_type(held):
+                    return held
+                log.info("%s does not take held jobs (an older SDK); holding them here",
+                         endpoint)
+                self._no_hold.add(endpoint.key)
+                hold = start_at.timestamp() - time.time()
+            if hold > 0:
+                await asyncio.sleep(hold)
+        return await self._send(endpoint, request, run_id, timeout, started)
+
+    async def _send(self, endpoint: Endpoint, request: dict[str, Any], run_id: str,
+                    timeout: float, started: float) -> DispatchResult:
+        method, params = request["method"], request["params"]
         try:
             if endpoint.protocol == "zmq-legacy":
                 frames = await self._legacy_client(endpoint).request(method, params, timeout)
@@ -583,6 +614,18 @@ class Dispatcher:
         if self._ctx is not None:
             self._ctx.destroy(linger=0)
             self._ctx = None
+
+
+def _rfc3339(t: dt.datetime) -> str:
+    """UTC with milliseconds, as the protocol's times are written."""
+    return t.astimezone(dt.UTC).isoformat(timespec="milliseconds")[:23] + "Z"
+
+
+def _refused_type(result: DispatchResult) -> bool:
+    """An SDK that predates ``executeAt`` answers it BadRequest "unknown request type"
+    (before running anything): the one reply that means "send it as execute"."""
+    return (not result.ok and result.error_type == p.ErrorType.BAD_REQUEST
+            and "unknown request type" in result.message)
 
 
 def _describe_problem(result: Any) -> str | None:

@@ -42,6 +42,8 @@ class Context:
     observer: Observer = field(default_factory=NullObserver)  # metrics (observer.py)
     write_rate: float = WRITE_RATE  # status writes a second (the writer's budget)
     write_burst: int = WRITE_BURST
+    # Seconds ahead of a slot its run is dispatched, held until the slot (0: off).
+    dispatch_lead: float = 0.0
     timers: TimerQueue = field(init=False)
     writer: StatusWriter = field(init=False)
 

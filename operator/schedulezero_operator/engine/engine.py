@@ -33,6 +33,10 @@ from .writer import WRITE_BURST, WRITE_RATE
 
 log = logging.getLogger("schedulezero.engine")
 SHUTDOWN_FLUSH_SECONDS = 3.0
+# Runs are dispatched this far ahead of their slot and held until it (see
+# Firing.on_lead): a burst of 1,000 runs due at one second takes the operator and a
+# handler a few hundred ms to deliver, which then lands before the second, not after.
+DISPATCH_LEAD = 1.0
 
 
 def default_identity() -> str:
@@ -59,14 +63,16 @@ class Engine:
     def __init__(self, kube: KubePort, clock: Clock, dispatcher: DispatcherPort | None = None,
                  identity: str | None = None, rng: random.Random | None = None,
                  observer: Observer | None = None, probe_every: float = PROBE_EVERY,
-                 write_rate: float = WRITE_RATE, write_burst: int = WRITE_BURST) -> None:
+                 write_rate: float = WRITE_RATE, write_burst: int = WRITE_BURST,
+                 dispatch_lead: float = DISPATCH_LEAD) -> None:
         if dispatcher is None:
             from ..dispatch import Dispatcher
 
             dispatcher = Dispatcher()
         self.ctx = Context(kube, clock, dispatcher, identity or default_identity(),
                            rng or random.Random(), observer=observer or NullObserver(),
-                           write_rate=write_rate, write_burst=write_burst)
+                           write_rate=write_rate, write_burst=write_burst,
+                           dispatch_lead=max(0.0, dispatch_lead))
         self._demand = asyncio.Event()
         self.handlers = HandlerRegistry(self.ctx, on_change=self._handler_changed,
                                         on_demand=self._demand.set)
@@ -189,7 +195,7 @@ class Engine:
         self._bodies.pop(key, None)
         runner = self.schedules.pop(key, None)
         if runner is not None:
-            runner.delete()
+            runner.delete(recall_held=True)
         self.ctx.observer.forget_schedule(*key)
 
     def upsert_handler(self, body: dict[str, Any]) -> None:

@@ -106,7 +106,11 @@ class Firing:
             fire_at = slot + dt.timedelta(seconds=jitter_offset(
                 decisions.run_id_for(s.uid, slot), jitter, gap))
             self._check_jitter(jitter, gap)
-        self.ctx.timers.schedule(s.key, fire_at, lambda: self.on_timer(slot, fire_at))
+        lead_at = fire_at - dt.timedelta(seconds=self.ctx.dispatch_lead)
+        if self.ctx.dispatch_lead and fire_at > self.ctx.clock.now():
+            self.ctx.timers.schedule(s.key, lead_at, lambda: self.on_lead(slot, fire_at))
+        else:
+            self.ctx.timers.schedule(s.key, fire_at, lambda: self.on_timer(slot, fire_at))
         self.changed()  # the claim of `slot` goes out with the previous run's record
 
     def _check_jitter(self, jitter: float, gap: float | None) -> None:
@@ -128,6 +132,33 @@ class Firing:
                             f"fires are delayed by up to {s.spec.jitter}", now)
 
     # -- the firing instant --------------------------------------------------------------
+    def on_lead(self, slot: dt.datetime, fire_at: dt.datetime) -> Continuation | None:
+        """``dispatch_lead`` before ``fire_at``: dispatch the run now, held until then.
+
+        Only when nothing can change the decision by ``fire_at``: we may act for the
+        Schedule (fence; without Leases, our claim covers the slot), and the
+        concurrency policy lets it run whatever happens meanwhile (Allow, or no run
+        active or buffered). Otherwise the slot waits for its own instant
+        (``on_timer``), where the usual checks apply. A held run is a run: a spec
+        change or suspension in the last ``dispatch_lead`` before its slot does not
+        recall it (as a CronJob does not delete a Job it created); deleting the
+        Schedule cancels it.
+        """
+        s = self.s
+        if s.deleted or s.trigger is None or s.spec is None:
+            return None
+        leadable = (not s.claim_lost and self.ctx.fence(s.namespace, s.name)
+                    and (self.ctx.leased or (s.claim_until is not None
+                                             and slot <= s.claim_until))
+                    and (s.spec.concurrency_policy == "Allow"
+                         or (not s.active and s.buffered is None)))
+        if not leadable:
+            self.ctx.timers.schedule(s.key, fire_at, lambda: self.on_timer(slot, fire_at))
+            return None
+        self.fire(slot, fire_at=fire_at, held=True)
+        armed = self._armed
+        return lambda: self._advance(slot, armed)
+
     def on_timer(self, slot: dt.datetime, fire_at: dt.datetime) -> Continuation | None:
         """Start the run now; the next slot is the continuation's job (after dispatch)."""
         s = self.s
@@ -201,7 +232,7 @@ class Firing:
     # -- runs --------------------------------------------------------------------------
     def fire(self, slot: dt.datetime, *, fire_at: dt.datetime | None = None,
              run_id: str | None = None, policy: str | None = None,
-             sticky: bool = False) -> None:
+             sticky: bool = False, held: bool = False) -> None:
         """A slot (or a run-now) is due: apply the concurrency policy and start the run."""
         s = self.s
         assert s.spec is not None
@@ -210,7 +241,7 @@ class Firing:
                         "(lease lost or expired)", s.ref, iso(slot))
             return
         run = Run(run_id or decisions.run_id_for(s.uid, slot), slot, fire_at or slot,
-                  sticky=sticky)
+                  sticky=sticky, held=held)
         if run_id is None:
             s.record.last_schedule_time = iso(slot)
         if run.run_id in s.active:

@@ -8,6 +8,7 @@ are ``controllers.kube.Kube`` and ``dispatch.Dispatcher``.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any, Protocol
 
 from ..dispatch import DispatchResult, Endpoint
@@ -64,7 +65,10 @@ class DispatcherPort(Protocol):
     async def execute(self, endpoint: Endpoint, *, run_id: str, method: str,
                       params: dict[str, Any], timeout: float, schedule: str | None = None,
                       scheduled_time: str | None = None, attempt: int = 1,
-                      deadline: str | None = None) -> DispatchResult: ...
+                      deadline: str | None = None,
+                      start_at: dt.datetime | None = None) -> DispatchResult:
+        """One attempt; with ``start_at`` the job starts then, not before (held)."""
+        ...
 
     async def describe(self, endpoint: Endpoint, timeout: float = 5.0) -> DispatchResult: ...
 

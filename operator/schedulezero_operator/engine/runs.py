@@ -84,21 +84,26 @@ class RunExecutor:
                 continue
             run.current, run.endpoint = endpoint, str(endpoint)
             now = self.ctx.clock.now()
+            # A held run's first attempt starts at fire_at (if that is still ahead):
+            # its deadline, start time and lateness count from there.
+            start_at = run.fire_at if run.held and run.start is None and \
+                run.fire_at > now else None
+            begins = start_at or now
             observer = self.ctx.observer
             if run.start is None:
-                run.start = now
+                run.start = begins
                 if run.attempt == 1:  # not a run resumed from a previous operator
                     observer.fired(namespace, name,
                                    max(0.0, (now - run.fire_at).total_seconds()))
                 started()
             loop = asyncio.get_running_loop()
-            sent = loop.time()
+            sent = loop.time() + (begins - now).total_seconds()
             try:
                 result = await self.ctx.dispatcher.execute(
                     endpoint, run_id=run.run_id, method=spec.method, params=spec.params,
                     timeout=spec.timeout_seconds, schedule=ref, scheduled_time=iso(run.slot),
-                    attempt=run.attempt,
-                    deadline=iso(later(now, dt.timedelta(seconds=spec.timeout_seconds))))
+                    attempt=run.attempt, start_at=start_at,
+                    deadline=iso(later(begins, dt.timedelta(seconds=spec.timeout_seconds))))
                 # A reply garbled on the wire counts towards a quarantine, a well-formed
                 # one (success or the handler's own error) clears it; a timeout or a lost
                 # connection is neither (probes judge those, and a slow job is no sign).
@@ -118,7 +123,7 @@ class RunExecutor:
             finally:
                 handler.queue.release(endpoint)
                 run.current = None
-            observer.attempt(endpoint.protocol, loop.time() - sent)
+            observer.attempt(endpoint.protocol, max(0.0, loop.time() - sent))
             verdict = decisions.after_attempt(
                 ok=result.ok, retryable=result.retryable, error_type=result.error_type,
                 attempt=run.attempt, max_attempts=spec.retry.max_attempts)

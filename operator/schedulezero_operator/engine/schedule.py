@@ -29,6 +29,9 @@ class Run:
     endpoint: str | None = None  # of the latest attempt
     resume_on: str | None = None  # a previous operator's endpoint for this run: join it there
     sticky: bool = False  # maybe dispatched by a predecessor: its home endpoint, any load
+    # Dispatched ahead of ``fire_at`` (the dispatch lead): the first attempt goes out
+    # now and starts at ``fire_at``, held by the handler (or by the dispatcher).
+    held: bool = False
     task: asyncio.Task[None] | None = None
     current: Endpoint | None = None  # while an attempt is in flight
 

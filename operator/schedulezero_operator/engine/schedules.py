@@ -94,11 +94,17 @@ class ScheduleRunner:
             self._configure(body, generation, first=False)
         self.firing.run_now(_run_now_value(body))
 
-    def delete(self) -> None:
+    def delete(self, recall_held: bool = False) -> None:
+        """Stop everything here. ``recall_held``: the Schedule itself is gone, so runs
+        sent ahead of a slot still to come are cancelled at the handler too (they never
+        start). Not on a hand-over: the new holder resumes them under the same run ids."""
         s = self.s
         s.deleted = True
         self.ctx.timers.cancel(s.key)
+        now = self.ctx.clock.now()
         for run in s.active.values():
+            if recall_held and run.held and run.current is not None and run.fire_at > now:
+                self.ctx.tasks.spawn(self.ctx.dispatcher.cancel(run.current, run.run_id))
             if run.task is not None:
                 run.task.cancel()
         self.ctx.writer.forget(self)

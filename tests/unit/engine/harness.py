@@ -17,12 +17,17 @@ class Operator:
 
     def __init__(self, kube: FakeKube, dispatcher: FakeDispatcher | None = None,
                  identity: str = "op-a", seed: int = 7, observer: Observer | None = None,
-                 write_rate: float = 50.0) -> None:
+                 write_rate: float = 50.0, dispatch_lead: float = 0.0) -> None:
         self.kube = kube
         self.dispatcher = dispatcher if dispatcher is not None else FakeDispatcher()
+        if isinstance(self.dispatcher, FakeDispatcher) and self.dispatcher.clock is None:
+            self.dispatcher.clock = kube.clock
+        # dispatch_lead 0 unless asked: most scenarios assert dispatch times at the
+        # slot; the lead's own tests (test_lead.py) turn it on.
         self.engine = Engine(kube, kube.clock, self.dispatcher, identity=identity,
                              rng=random.Random(seed), observer=observer,
-                             write_rate=write_rate, write_burst=max(1, int(write_rate)))
+                             write_rate=write_rate, write_burst=max(1, int(write_rate)),
+                             dispatch_lead=dispatch_lead)
         self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Operator:
