@@ -197,12 +197,11 @@ def bench(args: argparse.Namespace, work: Path, api: client.ApiClient) -> dict[s
         drain(handler, window_end)
 
         rows = handler.executions("heartbeat")
-        if os.environ.get("SZ_BENCH_DUMP"):  # TEMP
-            Path(os.environ["SZ_BENCH_DUMP"]).write_text(json.dumps(rows))
         in_window = [r for r in rows if window_start <= ts(r["scheduledTime"]) < window_end]
         lateness = [(r["receivedAt"] - ts(r["scheduledTime"])) * 1000 for r in in_window]
-        # The operator's share: slot -> its dispatch call (the job's deadline is the
-        # dispatch time plus the default 60 s timeout, at millisecond precision).
+        # The operator's share: slot -> the start time it gave the job (its deadline
+        # minus the default 60 s timeout, at millisecond precision): the dispatch time,
+        # or the slot itself for a job sent ahead and held (--dispatch-lead).
         dispatched = [(ts(r["deadline"]) - 60 - ts(r["scheduledTime"])) * 1000
                       for r in in_window if r.get("deadline")]
         run_ids = [r["runId"] for r in rows]

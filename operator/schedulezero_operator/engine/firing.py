@@ -241,7 +241,7 @@ class Firing:
                         "(lease lost or expired)", s.ref, iso(slot))
             return
         run = Run(run_id or decisions.run_id_for(s.uid, slot), slot, fire_at or slot,
-                  sticky=sticky, held=held)
+                  sticky=sticky, held=held, last_before=s.record.last_schedule_time)
         if run_id is None:
             s.record.last_schedule_time = iso(slot)
         if run.run_id in s.active:
@@ -268,6 +268,28 @@ class Firing:
         run.task = self.ctx.tasks.spawn(self._run(run))
         self.changed()
 
+    def recall_held(self, now: dt.datetime) -> None:
+        """The spec changed (or the Schedule was suspended): withdraw the runs sent ahead
+        whose start is still to come, so what fires from now on follows the new spec.
+
+        They never started: cancelled at the handler, dropped without a record, and
+        ``lastScheduleTime`` goes back to before them, so re-arming finds their slots
+        again if the new spec still has them.
+        """
+        s = self.s
+        recalled = sorted((r for r in s.active.values() if r.held and r.fire_at > now),
+                          key=lambda r: r.slot)
+        for run in recalled:
+            run.recalled = True
+            if run.current is not None:
+                self.ctx.tasks.spawn(self.ctx.dispatcher.cancel(run.current, run.run_id))
+            if run.task is not None:
+                run.task.cancel()
+        if recalled:
+            s.record.last_schedule_time = recalled[0].last_before
+            log.info("%s: spec changed; %d run(s) sent ahead of their slot withdrawn",
+                     s.ref, len(recalled))
+
     def cancel(self, run: Run) -> None:
         if run.task is not None:
             run.task.cancel()
@@ -287,6 +309,10 @@ class Firing:
             return
         except asyncio.CancelledError:
             if s.deleted:
+                return
+            if run.recalled:
+                s.active.pop(run.run_id, None)
+                self.changed()
                 return
             finished = Finished(Outcome.CANCELLED,
                                 "replaced by a newer run (concurrencyPolicy Replace)")

@@ -32,6 +32,8 @@ class Run:
     # Dispatched ahead of ``fire_at`` (the dispatch lead): the first attempt goes out
     # now and starts at ``fire_at``, held by the handler (or by the dispatcher).
     held: bool = False
+    recalled: bool = False  # held, then withdrawn before its start by a spec change
+    last_before: str | None = None  # lastScheduleTime before this slot fired
     task: asyncio.Task[None] | None = None
     current: Endpoint | None = None  # while an attempt is in flight
 

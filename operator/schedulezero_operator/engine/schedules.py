@@ -128,6 +128,8 @@ class ScheduleRunner:
             s.record.consecutive_failures = 0
         if first:
             self.firing.resume()
+        else:
+            self.firing.recall_held(now)
         self.check_handler()
         self.firing.arm(now, catching_up=first)
 

@@ -160,3 +160,37 @@ async def test_a_hand_over_leaves_a_held_run_to_the_new_holder() -> None:
         await asyncio.sleep(1.0)
     assert op.dispatcher.cancelled == []
     assert call.start_at is not None
+
+
+@virtual_time
+async def test_suspending_withdraws_a_run_sent_ahead_of_its_slot() -> None:
+    kube = FakeKube()
+    handler(kube)
+    schedule(kube, "beat", interval="10s")
+    async with Operator(kube, dispatch_lead=1.0) as op:
+        await asyncio.sleep(9.5)  # slot 10 sent at 9.0
+        (call,) = op.dispatcher.runs("heartbeat")
+        kube.update("schedules", "beat", spec={"suspend": True})
+        await asyncio.sleep(12)
+    assert call.began is None, "suspended before its slot: never started"
+    assert (str(call.endpoint), call.run_id) in op.dispatcher.cancelled
+    assert len(op.dispatcher.runs("heartbeat")) == 1, "nothing fires while suspended"
+    st = kube.status("beat")
+    assert st["counters"]["runs"] == 0 and not st.get("active"), "withdrawn, not recorded"
+    assert "lastScheduleTime" not in st or st["lastScheduleTime"] is None
+
+
+@virtual_time
+async def test_a_spec_change_before_the_slot_resends_it_under_the_new_spec() -> None:
+    kube = FakeKube()
+    handler(kube)
+    schedule(kube, "beat", interval="10s", params={"v": 1})
+    async with Operator(kube, dispatch_lead=1.0) as op:
+        await asyncio.sleep(9.5)
+        kube.update("schedules", "beat", spec={"params": {"v": 2}})
+        await asyncio.sleep(1.0)
+    first, second = op.dispatcher.runs("heartbeat")
+    assert first.params == {"v": 1} and first.began is None, "withdrawn"
+    assert second.params == {"v": 2} and second.run_id == first.run_id
+    assert round(second.began or -1, 6) == 10.0, "the slot still starts on time"
+    assert kube.status("beat")["counters"]["succeeded"] == 1
