@@ -23,6 +23,14 @@ Decisions:
   limit, an unpaired surrogate, keys that collide once stringified) fails the run
   here with a clear non-retryable ``HandlerError`` instead of arriving as a
   garbled reply that the operator would retry.
+- Held jobs (``executeAt``): the operator sends a job up to about a second before
+  its time, so a burst due at one instant is delivered ahead and starts on time
+  instead of one dispatch after another. From receipt the job is an ordinary one
+  (same checks, its slot taken, joinable and cancellable by run id: the operator
+  counts it in flight); its own task sleeps until ``startAt`` (one timer, on the
+  loop's monotonic clock, fixed at receipt), then runs the method. The deadline's
+  timeout covers the method, not the hold (the operator sends ``startAt`` plus the
+  timeout as the deadline), and ``durationMs`` is the method's time alone.
 """
 
 from __future__ import annotations
@@ -68,7 +76,18 @@ class _Job:
     task: asyncio.Task[Any] | None = None
     # Only a method that takes a JobContext can look at it: made for those alone.
     cancelled: threading.Event | None = None
-    started: float = field(default_factory=time.monotonic)
+    # Monotonic times: received (a held job is received well before it starts), the
+    # method started (None if it never did), the method returned (None until it has;
+    # from then on the job can no longer be cancelled).
+    received: float = field(default_factory=time.monotonic)
+    started: float | None = None
+    returned: float | None = None
+    # A task cancelled before its first step never enters ``_run`` (the coroutine is
+    # closed unstarted): no reply, and the slot never released. A cancel that comes
+    # first (in the loop iteration that received the job, e.g. the same ZMQ drain)
+    # is therefore left here for ``_run`` to act on when it begins.
+    stepped: bool = False
+    cancel_first: bool = False
 
 
 def _parse_deadline(value: str | None) -> float | None:
@@ -84,6 +103,12 @@ def _parse_deadline(value: str | None) -> float | None:
 
 
 MAX_THREADS = 32  # default cap of the sync-method thread pool (as ThreadPoolExecutor's)
+# The longest a held job waits after receipt, whatever its startAt says. The operator
+# sends jobs at most about a second ahead, so a startAt further out means the two
+# clocks disagree or the value is wrong (or hostile): uncapped, one request could
+# pin a slot for hours, long after the operator stopped waiting for its reply. Ten
+# seconds is far above any legitimate lead and bounds the damage of a bad one.
+MAX_HOLD_SECONDS = 10.0
 
 
 class Executor:
@@ -139,7 +164,8 @@ class Executor:
         return {"methods": [s.describe() for s in sorted(self.methods.values(),
                                                           key=lambda s: s.name)],
                 "sdkVersion": SDK_VERSION, "protocolVersion": p.VERSION,
-                "concurrency": self.concurrency, "protocols": list(self.protocols)}
+                "concurrency": self.concurrency, "protocols": list(self.protocols),
+                "features": list(p.FEATURES)}
 
     async def handle(self, raw: bytes, timestamp: bytes | str | None = None,
                      signature: bytes | str | None = None) -> bytes:
@@ -292,7 +318,10 @@ class Executor:
         except InvalidParams as e:
             return p.error_reply(req.id, p.ErrorType.INVALID_PARAMS, str(e), req.run_id)
         deadline = _parse_deadline(req.deadline)
-        if deadline is not None and deadline <= self.clock():
+        start_at = None if req.start_at is None else p.parse_time(req.start_at, "startAt",
+                                                                  req.id)
+        now = self.clock()
+        if deadline is not None and deadline <= now:
             return p.error_reply(req.id, p.ErrorType.DEADLINE_EXCEEDED,
                                  "deadline already passed on arrival", req.run_id)
         if self._busy_slots >= self.concurrency:
@@ -301,6 +330,7 @@ class Executor:
 
         loop = asyncio.get_running_loop()
         job = _Job(run_id, req.attempt, req.method, loop.create_future())
+        hold_until = None if start_at is None else _hold_until(loop, start_at - now, run_id)
         if spec.context_param:
             job.cancelled = threading.Event()
             kwargs[spec.context_param] = JobContext(req.run_id, req.attempt, req.schedule,
@@ -309,29 +339,62 @@ class Executor:
         self._jobs[run_id] = job
         self._busy_slots += 1
         self._idle.clear()
-        job.task = loop.create_task(self._run(spec, kwargs, job, req, deadline))
+        job.task = loop.create_task(self._run(spec, kwargs, job, req, deadline, hold_until))
         return _Wait(job.future, req.id, req.legacy)
 
     async def _run(self, spec: MethodSpec, kwargs: dict[str, Any], job: _Job, req: p.Request,
-                   deadline: float | None) -> None:
+                   deadline: float | None, hold_until: float | None) -> None:
         # Two log lines per job at INFO (the default); below it, not even their dicts.
         logging_jobs = log.isEnabledFor(logging.INFO)
-        if logging_jobs:
-            log.info("job started", extra=_log_fields(job, spec))
         loop = asyncio.get_running_loop()
         thread_future: asyncio.Future[Any] | None = None
+        reply: dict[str, Any] | None = None
+        job.stepped = True
         try:
-            # asyncio.timeout (not wait_for): no extra task per job on the hot path.
-            when = None if deadline is None else loop.time() + max(
-                0.0, deadline - self.clock())
-            async with asyncio.timeout_at(when):
+            if job.cancel_first:
+                raise asyncio.CancelledError
+            if hold_until is not None:
+                # The hold: a cancel (or shutdown) lands here and the method never runs.
+                # An absolute loop time fixed at receipt, not a delay from now: in a
+                # burst this task first runs after the rest of the burst was received.
+                await asyncio.sleep(hold_until - loop.time())
+                if deadline is not None and deadline <= self.clock():
+                    # A startAt past the deadline, or a loop that woke too late: starting
+                    # now would run a method whose result is no longer wanted.
+                    reply = p.error_reply(req.id, p.ErrorType.DEADLINE_EXCEEDED,
+                                          "deadline passed before the run's startAt; the "
+                                          "method was not started", job.run_id)
+            if reply is None:
+                job.started = time.monotonic()
+                if logging_jobs:
+                    fields = _log_fields(job, spec)
+                    if hold_until is not None:
+                        fields["held_ms"] = round((job.started - job.received) * 1000, 3)
+                    log.info("job started", extra=fields)
+                # asyncio.timeout (not wait_for): no extra task per job on the hot path.
+                when = None if deadline is None else loop.time() + max(
+                    0.0, deadline - self.clock())
+                async with asyncio.timeout_at(when):
+                    if spec.is_async:
+                        result = await spec.func(**kwargs)
+                    else:
+                        thread_future = loop.run_in_executor(
+                            self._threads(), functools.partial(spec.func, **kwargs))
+                        result = await asyncio.shield(thread_future)
+                job.returned = time.monotonic()
                 if spec.is_async:
-                    result = await spec.func(**kwargs)
-                else:
-                    thread_future = loop.run_in_executor(
-                        self._threads(), functools.partial(spec.func, **kwargs))
-                    result = await asyncio.shield(thread_future)
-            reply = self._result_reply(req, result)
+                    # Burst fairness: held jobs due at one instant all wake in the same
+                    # loop iteration, and without this turn each would check, encode and
+                    # log its reply before the next one's method starts (the last of
+                    # 1,000 tens of ms late). One turn lets every due method start first.
+                    # Free for correctness: the result is in hand, outside the deadline's
+                    # timeout (which cannot overtake it now), a cancel is refused from
+                    # here on (``returned`` is set; the method can no longer be stopped),
+                    # and durationMs ends at the return. To a peer it is the same as a
+                    # method that took one more loop turn. Sync methods already come back
+                    # through a loop turn (their thread's future).
+                    await _one_loop_turn()
+                reply = self._result_reply(req, result)
         except asyncio.CancelledError:
             reply = p.error_reply(req.id, p.ErrorType.CANCELLED, "run was cancelled", job.run_id)
         except TimeoutError:
@@ -341,10 +404,14 @@ class Executor:
             retryable = getattr(e, "retryable", True)
             reply = p.error_reply(req.id, p.ErrorType.HANDLER_ERROR,
                                   f"{type(e).__name__}: {e}", job.run_id, retryable=bool(retryable))
-        reply["durationMs"] = round((time.monotonic() - job.started) * 1000, 3)
+        reply["durationMs"] = _duration_ms(job)
         if not job.future.done():
             job.future.set_result(reply)
-        if req.run_id is not None:  # a legacy run's made-up id is never asked for again
+        # A legacy run's made-up id is never asked for again. A job whose method never
+        # started (withdrawn or expired while held) is not remembered either: it did not
+        # run, and the operator re-sends a withdrawn slot under the same run id when a
+        # spec change keeps it (that resend must run, not replay "Cancelled").
+        if req.run_id is not None and job.started is not None:
             self._remember(job, reply)
         if logging_jobs:
             log.info("job finished", extra={**_log_fields(job, spec), "ok": reply["ok"],
@@ -411,19 +478,16 @@ class Executor:
                     None, p.ErrorType.SHUTTING_DOWN,
                     "handler shut down before the job finished (grace period over)",
                     job.run_id))
-                _set(job.cancelled)
-                if job.task is not None:
-                    job.task.cancel()
+                _interrupt(job)
                 aborted += 1
         return aborted
 
     def _cancel(self, run_id: str | None) -> bool:
         job = self._jobs.get(run_id or "")
-        if job is None or job.future.done():
+        # A job whose method has returned is past stopping: its result will be sent.
+        if job is None or job.future.done() or job.returned is not None:
             return False
-        _set(job.cancelled)
-        if job.task is not None:
-            job.task.cancel()
+        _interrupt(job)
         log.info("job cancelled", extra={"run_id": run_id})
         return True
 
@@ -436,8 +500,57 @@ class _Wait(NamedTuple):
     legacy: bool
 
 
+def _hold_until(loop: asyncio.AbstractEventLoop, ahead: float, run_id: str) -> float | None:
+    """The loop time to start a held job at, ``ahead`` wall-clock seconds from now; None
+    to start it at once (its startAt is now or past).
+
+    On the loop's monotonic clock, so a wall-clock step during the hold changes
+    nothing, and capped at ``MAX_HOLD_SECONDS``. A capped hold is logged: it means
+    the operator's clock and this one disagree, or a bad startAt.
+    """
+    if ahead <= 0:
+        return None
+    if ahead > MAX_HOLD_SECONDS:
+        log.warning("startAt is %.3fs ahead of this handler's clock; holding the job "
+                    "%gs only (clock skew?)", ahead, MAX_HOLD_SECONDS, extra={"run_id": run_id})
+        ahead = MAX_HOLD_SECONDS
+    return loop.time() + ahead
+
+
+async def _one_loop_turn() -> None:
+    """Yield once to the loop between a method's return and its reply (see ``_run``)."""
+    try:
+        await asyncio.sleep(0)
+    except asyncio.CancelledError:
+        # The method has returned: nothing is left to interrupt and its result stands.
+        # Only shutdown (``abort_all``, which has already answered the job) or the
+        # loop's own teardown cancels here, as ``_cancel`` refuses a returned job;
+        # uncancel so the task's cancel count stays true after it is swallowed.
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
+
+
+def _duration_ms(job: _Job) -> float:
+    """How long the method ran: 0 if it never started (cancelled or expired while
+    held); up to now if it did not return (failed, cancelled, timed out)."""
+    if job.started is None:
+        return 0.0
+    ended = job.returned if job.returned is not None else time.monotonic()
+    return round((ended - job.started) * 1000, 3)
+
+
 def _log_fields(job: _Job, spec: MethodSpec) -> dict[str, Any]:
     return {"run_id": job.run_id, "method": spec.name, "attempt": job.attempt}
+
+
+def _interrupt(job: _Job) -> None:
+    """Cancel a job: its method (or its hold) is interrupted, and it replies Cancelled."""
+    _set(job.cancelled)
+    if not job.stepped:
+        job.cancel_first = True  # see _Job.stepped
+    elif job.task is not None:
+        job.task.cancel()
 
 
 def _set(event: threading.Event | None) -> None:

@@ -16,7 +16,8 @@ short lingering read, so the peer sees the response rather than a reset. A peer
 that closes before sending anything is simply closed.
 
 Routes: ``POST /v1/execute`` (the execute request as body; ``type`` may be
-omitted), ``GET /v1/describe``, ``POST /v1/cancel``, ``GET /healthz`` (alive),
+omitted, or be ``executeAt`` for a held job: see ``protocol``),
+``GET /v1/describe``, ``POST /v1/cancel``, ``GET /healthz`` (alive),
 ``GET /readyz`` (200 while taking jobs, 503 while draining). ``POST /`` accepts
 ScheduleZero-style ``{"method","params"}`` bodies. With ``health_only`` only the
 probe routes are served (the health port of a ZMQ handler).

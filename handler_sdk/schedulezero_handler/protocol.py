@@ -8,8 +8,19 @@ Requests (operator -> handler), all carry ``v`` (protocol version) and ``id``
 ``execute``  runId, method, params (object), schedule ("ns/name"), scheduledTime
              (RFC 3339), attempt (1-based), deadline (RFC 3339: past it the result
              is no longer wanted)
+``executeAt`` an execute sent ahead of its time: the same fields plus ``startAt``
+             (required, RFC 3339 with an offset, e.g. "2026-11-30T17:15:14.250Z").
+             The handler accepts it at once exactly as an execute (same checks,
+             same slot, joinable and cancellable by runId), holds it, and starts
+             the method when its clock reaches startAt (at once if that is past;
+             never more than ``MAX_HOLD_SECONDS``, 10 s, after receipt). The reply
+             is the one an execute would get. A type of its own rather than an
+             optional field of execute: an SDK that predates it refuses it
+             ("unknown request type", BadRequest) instead of running the job early,
+             and the operator then holds the job itself and sends a plain execute.
 ``describe`` -> {"methods": [{"name", "doc", "params": [{"name", "type", "required"}]}],
-             "sdkVersion", "concurrency", "protocols"}
+             "sdkVersion", "concurrency", "protocols", "features": ["executeAt"]}
+             (``features``: optional request types this SDK takes; informational)
 ``cancel``   runId -> {"cancelled": bool}
 ``health``   -> {"ready": bool, "inFlight": int, "concurrency": int}
 
@@ -106,7 +117,15 @@ MAX_INT_DIGITS = 1000
 # reply grow with the request.
 MAX_ERROR_MESSAGE = 8192
 
-REQUEST_TYPES = frozenset({"execute", "describe", "cancel", "health"})
+REQUEST_TYPES = frozenset({"execute", "executeAt", "describe", "cancel", "health"})
+# Optional request types this SDK takes, listed by ``describe`` (informational: the
+# operator learns an SDK's support from the reply to an executeAt itself).
+FEATURES = ("executeAt",)
+# The request type a transport route stands for, when it is another's: an executeAt
+# is an execute that starts later, so it goes where an execute goes (HTTP
+# ``POST /v1/execute``).
+_ROUTED_AS = {"executeAt": "execute"}
+_EXECUTE_TYPES = frozenset({"execute", "executeAt"})
 
 
 class ErrorType:
@@ -317,13 +336,17 @@ class Request:
     attempt: int = 1
     deadline: str | None = None
     legacy: bool = False
+    # executeAt only: when the method is to start (RFC 3339, as on the wire).
+    start_at: str | None = None
 
     def to_wire(self) -> dict[str, Any]:
         msg: dict[str, Any] = {"v": VERSION, "type": self.type, "id": self.id}
-        if self.type == "execute":
+        if self.type in _EXECUTE_TYPES:
             msg.update(runId=self.run_id, method=self.method, params=self.params or {},
                        schedule=self.schedule, scheduledTime=self.scheduled_time,
                        attempt=self.attempt, deadline=self.deadline)
+            if self.type == "executeAt":
+                msg["startAt"] = self.start_at
         elif self.type == "cancel":
             msg["runId"] = self.run_id
         return msg
@@ -353,12 +376,38 @@ def is_legacy(msg: Any) -> bool:
     return isinstance(msg, dict) and "v" not in msg and "type" not in msg and "method" in msg
 
 
+# RFC 3339 section 5.6 date-time, offset required. ``datetime.fromisoformat`` alone
+# also takes a date alone, ISO 8601's basic format and times without an offset; the
+# last is read in the handler's local zone, a different instant on each host. ASCII:
+# ``\d`` would also match other scripts' digits.
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d+)?"
+                      r"(?:[Zz]|[+-]\d{2}:\d{2})", re.ASCII)
+
+
+def parse_time(value: str, name: str, request_id: str | None = None) -> float:
+    """An RFC 3339 time as unix seconds; ``BadRequest`` naming the field if it is not one.
+
+    ``datetime`` is imported on the first time parsed: an idle handler never needs it.
+    """
+    if _RFC3339.fullmatch(value) is not None:
+        import datetime as dt
+
+        try:
+            return dt.datetime.fromisoformat(value.upper().replace("Z", "+00:00")).timestamp()
+        except (ValueError, OverflowError):  # out of range (month 13), or unplaceable
+            pass
+    raise ProtocolError(ErrorType.BAD_REQUEST,
+                        f"field {name!r} must be an RFC 3339 time with an offset, such as "
+                        f"'2026-11-30T17:15:14.250Z'; got {_clip(value, 60)!r}", request_id)
+
+
 def decode_request(raw: bytes, max_bytes: int = MAX_REQUEST_BYTES,
                    default_type: str | None = None) -> Request:
     """Parse and validate one request. Raises only ProtocolError, with a clear message.
 
     ``default_type`` is the request type a transport already knows (the HTTP path):
-    it fills in a missing ``type`` and must agree with a present one.
+    it fills in a missing ``type`` and must agree with a present one (an
+    ``executeAt`` agrees with ``execute``: it is one that starts later).
     """
     try:
         msg = loads(raw, max_bytes=max_bytes, what="request")
@@ -394,14 +443,18 @@ def decode_request(raw: bytes, max_bytes: int = MAX_REQUEST_BYTES,
         raise ProtocolError(ErrorType.BAD_REQUEST,
                             f"unknown request type {_clip(kind, 60)!r}; expected one of "
                             f"{sorted(REQUEST_TYPES)}", rid)
-    if default_type is not None and kind != default_type:
+    if default_type is not None and _ROUTED_AS.get(kind, kind) != default_type:
         raise ProtocolError(ErrorType.BAD_REQUEST,
                             f"a {kind!r} request sent where a {default_type!r} one belongs", rid)
-    if kind == "execute":
+    if kind in _EXECUTE_TYPES:
         attempt = _field(msg, "attempt", int, rid, required=False)
         if attempt is not None and attempt < 1:
             raise ProtocolError(ErrorType.BAD_REQUEST, f"field 'attempt' must be >= 1, got "
                                                        f"{_clip(str(attempt), 40)}", rid)
+        start_at: str | None = None
+        if kind == "executeAt":
+            start_at = _field(msg, "startAt", str, rid)
+            parse_time(start_at, "startAt", rid)  # refused here, before anything runs
         return Request(
             type=kind, id=rid,
             run_id=_field(msg, "runId", str, rid),
@@ -411,6 +464,7 @@ def decode_request(raw: bytes, max_bytes: int = MAX_REQUEST_BYTES,
             scheduled_time=_field(msg, "scheduledTime", str, rid, required=False),
             attempt=attempt or 1,
             deadline=_field(msg, "deadline", str, rid, required=False),
+            start_at=start_at,
         )
     if kind == "cancel":
         return Request(type=kind, id=rid, run_id=_field(msg, "runId", str, rid))

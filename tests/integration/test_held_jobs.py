@@ -12,12 +12,15 @@ import asyncio
 import datetime as dt
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import zmq
 import zmq.asyncio
 from schedulezero_handler import protocol as p
 from schedulezero_operator.dispatch import Dispatcher, Endpoint
+
+from tests.e2e.operator_harness import HandlerProcess
 
 
 class OldSdk:
@@ -91,3 +94,27 @@ async def test_a_start_time_already_past_is_a_plain_execute() -> None:
             assert [req["type"] for _, req in old.received] == ["execute"]
         finally:
             await d.close()
+
+
+async def test_an_sdk_handler_holds_the_job_and_starts_it_at_the_start_time(
+        tmp_path: Path) -> None:
+    handler = HandlerProcess(tmp_path)
+    handler.start()
+    d = Dispatcher()
+    try:
+        ep = Endpoint.parse(handler.address, "zmq")
+        start_at = dt.datetime.fromtimestamp(time.time() + 0.5, dt.UTC)
+        sent = time.time()
+        result = await d.execute(ep, run_id="held-1", method="heartbeat", params={},
+                                 timeout=5, start_at=start_at)
+        assert result.ok, result
+        (row,) = handler.executions("heartbeat")
+        assert row["runId"] == "held-1"
+        assert start_at.timestamp() - 0.002 <= row["receivedAt"] < start_at.timestamp() + 0.1
+        assert d._no_hold == set(), "taken as executeAt, not held by the dispatcher"
+        assert result.handler_duration_ms is not None and result.handler_duration_ms < 100, \
+            "the handler's duration is the method's, not the hold"
+        assert sent < start_at.timestamp() - 0.3
+    finally:
+        await d.close()
+        handler.stop()
