@@ -36,6 +36,7 @@ sys.path[:0] = [str(REPO), str(REPO / "hack"), str(REPO / "operator"),
 
 from schedulezero_operator.dispatch import Dispatcher  # noqa: E402
 from schedulezero_operator.engine.clock import SystemClock  # noqa: E402
+from schedulezero_operator.engine.engine import DISPATCH_LEAD  # noqa: E402
 
 from bench.cluster import pct  # noqa: E402
 from tests.e2e.operator_harness import HandlerProcess, ts  # noqa: E402
@@ -59,7 +60,8 @@ async def fire(args: argparse.Namespace, handler: HandlerProcess) -> dict[str, A
         kube.create("schedules", f"s{i:05d}", {"handler": "h", "method": "heartbeat",
                                                "interval": args.period}, created=anchor)
     profile = cProfile.Profile() if args.profile else None
-    async with Operator(kube, Dispatcher(), write_rate=50.0) as op:
+    async with Operator(kube, Dispatcher(), write_rate=50.0,
+                        dispatch_lead=args.dispatch_lead) as op:
         # As the chart runs it: elected (one bucket, held), so firing never waits for
         # a claim write (see Engine.set_fence).
         op.engine.set_fence(lambda namespace, name: True)
@@ -98,7 +100,7 @@ async def fire(args: argparse.Namespace, handler: HandlerProcess) -> dict[str, A
         print(f"profile saved to {out.relative_to(REPO)}")
     return {
         "schedules": args.schedules, "period_s": period, "window_s": args.seconds,
-        "loop": "uvloop" if args.uvloop else "asyncio", "bursts": len(bursts), "runs": fires,
+        "dispatch_lead_s": args.dispatch_lead, "bursts": len(bursts), "runs": fires,
         "runs_expected": int(args.seconds // period) * args.schedules,
         "lateness_p50_ms": pct(lateness, 0.5), "lateness_p99_ms": pct(lateness, 0.99),
         "lateness_max_ms": max(lateness, default=float("nan")),
@@ -117,7 +119,8 @@ def main() -> None:
     parser.add_argument("--period", default="2s")
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--warmup", type=float, default=5)
-    parser.add_argument("--uvloop", action="store_true", help="run the engine on uvloop")
+    parser.add_argument("--dispatch-lead", type=float, default=DISPATCH_LEAD,
+                        help="seconds runs are sent ahead of their slot (0 = off)")
     parser.add_argument("--profile", action="store_true",
                         help="cProfile the firing window (bench/results/core-<N>.prof)")
     parser.add_argument("--name", default=None, help="results file stem")
@@ -126,12 +129,7 @@ def main() -> None:
         handler = HandlerProcess(Path(tmp), concurrency=1024)
         handler.start()
         try:
-            if args.uvloop:
-                import uvloop
-
-                result = uvloop.run(fire(args, handler))
-            else:
-                result = asyncio.run(fire(args, handler))
+            result = asyncio.run(fire(args, handler))
         finally:
             handler.stop()
     for b in result["per_burst"]:

@@ -340,7 +340,7 @@ async def test_duration_is_the_method_and_the_log_says_how_long_it_was_held(
         caplog: pytest.LogCaptureFixture) -> None:
     handler = Recorder()
     ex = executor(handler)
-    with caplog.at_level(logging.INFO, "schedulezero.handler"):
+    with caplog.at_level(logging.DEBUG, "schedulezero.handler"):
         job = asyncio.create_task(send(ex, request("r1", "slow", ahead(0.3)[0],
                                                    seconds=0.1)))
         await asyncio.sleep(0.15)
@@ -350,8 +350,12 @@ async def test_duration_is_the_method_and_the_log_says_how_long_it_was_held(
     assert reply["ok"] is True
     assert 90 <= reply["durationMs"] < 250  # the 0.1 s method, not the 0.3 s hold
     held, not_held = [r for r in caplog.records if r.getMessage() == "job started"]
+    assert held.levelno == logging.DEBUG, "one INFO line per job: when it finished"
     assert 300 - 1000 * EARLY <= getattr(held, "held_ms") <= 300 + 1000 * LATE  # noqa: B009
     assert not hasattr(not_held, "held_ms")
+    finished = [r for r in caplog.records if r.getMessage() == "job finished"]
+    assert [r.levelno for r in finished] == [logging.INFO, logging.INFO]
+    assert getattr(finished[0], "held_ms") == getattr(held, "held_ms")  # noqa: B009
 
 
 @pytest.mark.parametrize(("seconds", "error"), [(0.05, None), (0.5, "DeadlineExceeded")])
