@@ -227,6 +227,24 @@ async def test_a_burst_due_together_starts_together() -> None:
     assert len(replies) == 300 and all(json.loads(r)["ok"] for r in replies)
     starts = [t for _, t in handler.calls]
     assert instant - EARLY <= min(starts) and max(starts) <= instant + LATE
+    # One loop time per startAt: all 300 came due in one loop iteration, so every
+    # method started before any job built, remembered or logged its reply.
+    assert handler.done_seen == [0] * 300
+
+
+async def test_jobs_held_for_different_start_times_keep_their_own() -> None:
+    handler = Recorder()
+    ex = executor(handler, concurrency=10)
+    (first, t1), (second, t2) = ahead(0.2), ahead(0.35)
+    replies: list[bytes] = []
+    for i in range(3):
+        ex.submit(request(f"a{i}", "tick", first, label="a"), None, None, replies.append)
+        ex.submit(request(f"b{i}", "tick", second, label="b"), None, None, replies.append)
+    await ex.drain(5)
+    for label, instant in (("a", t1), ("b", t2)):
+        starts = [t for name, t in handler.calls if name == label]
+        assert len(starts) == 3
+        assert instant - EARLY <= min(starts) and max(starts) <= instant + LATE
 
 
 async def test_methods_of_a_burst_all_start_before_any_reply_is_made() -> None:
