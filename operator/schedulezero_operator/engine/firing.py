@@ -37,8 +37,12 @@ from .schedule import Run, ScheduleState
 from .status import Outcome
 from .timers import Continuation
 from .times import iso, parse_iso
+from .writer import FLUSH_INTERVAL
 
 log = logging.getLogger("schedulezero.firing")
+# A held run's start is written at the earliest this long after it (see write_after):
+# the writer's coalescing window, as for a run dispatched at its slot.
+WRITE_AFTER_START = FLUSH_INTERVAL
 
 
 class Firing:
@@ -242,6 +246,8 @@ class Firing:
             return
         run = Run(run_id or decisions.run_id_for(s.uid, slot), slot, fire_at or slot,
                   sticky=sticky, held=held, last_before=s.record.last_schedule_time)
+        if held:
+            s.write_after = run.fire_at + dt.timedelta(seconds=WRITE_AFTER_START)
         if run_id is None:
             s.record.last_schedule_time = iso(slot)
         if run.run_id in s.active:

@@ -79,6 +79,9 @@ class HandlerState:
     def urgent(self) -> bool:
         return False
 
+    def deferred(self) -> bool:
+        return False
+
     def precondition(self) -> str | None:
         return None  # only this operator writes a Handler's status; no claims here
 

@@ -96,6 +96,10 @@ class ScheduleState:
     foreign_claim: Claim | None = None  # another live operator's, found on a conflict
     claim_settled: asyncio.Event = field(default_factory=asyncio.Event)
     paused_generation: int | None = None  # pauseAfterFailures hit at this generation
+    # A run sent ahead starts at its slot and usually ends a moment later: its start
+    # (and the next slot's claim) wait until then to go out in the same write as its
+    # record. Else a minute-cron with a 1 s lead cost two writes a run.
+    write_after: dt.datetime | None = None
     deleted: bool = False
 
     @property

@@ -175,6 +175,17 @@ class ScheduleRunner:
             self.changed()
 
     # -- the status writer's target ----------------------------------------------------
+    def deferred(self) -> bool:
+        """A run sent ahead has not started yet (or only just): its record follows, and
+        its start and the next slot's claim go out with it (at most ~1 s later). Not
+        when the stored claim no longer covers the next slot: that write is due now."""
+        s = self.s
+        after = s.write_after
+        if after is None or self.ctx.clock.now() >= after:
+            return False
+        return s.next_slot is not None and s.claim_until is not None \
+            and s.next_slot <= s.claim_until
+
     def urgent(self) -> bool:
         """The claim must be extended before the next slot: write within the interval.
 

@@ -72,6 +72,11 @@ class Target(Protocol):
         """Write now, even within ``min_interval``."""
         ...
 
+    def deferred(self) -> bool:
+        """The change may wait a moment, even an urgent one: more is coming within a
+        second or so that belongs in the same write."""
+        ...
+
     def precondition(self) -> str | None:
         """The resourceVersion the write must match (None: unconditional)."""
         ...
@@ -208,6 +213,9 @@ class StatusWriter:
             due: list[tuple[bool, float, _Entry]] = []
             for entry in list(self._entries.values()):
                 if not entry.dirty or entry.writing:
+                    continue
+                if entry.target.deferred():
+                    waiting = True
                     continue
                 urgent = entry.target.urgent()
                 if now - entry.last_write_at < entry.target.min_interval and not urgent:

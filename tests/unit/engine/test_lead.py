@@ -194,3 +194,23 @@ async def test_a_spec_change_before_the_slot_resends_it_under_the_new_spec() -> 
     assert second.params == {"v": 2} and second.run_id == first.run_id
     assert round(second.began or -1, 6) == 10.0, "the slot still starts on time"
     assert kube.status("beat")["counters"]["succeeded"] == 1
+
+
+@virtual_time
+async def test_a_held_run_is_written_once_with_its_record() -> None:
+    """Its start (1 s before the slot) waits for its record (just after): one status
+    write a run, as for a run dispatched at its slot, not two."""
+    kube = FakeKube()
+    handler(kube)
+    schedule(kube, "minutely", schedule="* * * * *")
+    async with Operator(kube, dispatch_lead=1.0) as op:
+        op.engine.set_fence(lambda namespace, name: True)
+        await asyncio.sleep(61)  # past the first claims and the first run
+        before = kube.writes[("schedules", "minutely")]
+        await asyncio.sleep(180)  # three more runs
+        after = kube.writes[("schedules", "minutely")]
+    assert len(op.dispatcher.runs("heartbeat")) == 4
+    assert after - before == 3, "one write per run"
+    st = kube.status("minutely")
+    assert st["counters"]["succeeded"] == 4 and st["recentRuns"][0]["startTime"] == \
+        "2026-05-19T10:04:00Z"
