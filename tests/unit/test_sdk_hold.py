@@ -429,3 +429,24 @@ async def test_a_job_withdrawn_while_held_runs_when_sent_again() -> None:
     # A job that did run is remembered: a third send replays it, the method runs once.
     replay = await send(ex, request("r1", "tick", start_at, label="third"))
     assert replay["result"] == "new" and len(handler.calls) == 1
+
+
+async def test_a_held_job_never_starts_before_start_at_by_the_handler_clock() -> None:
+    """The hold sleeps on the loop's clock, matched to the wall clock at receipt; if the
+    wall clock then lags it (slewed by NTP, or the two read a hair apart), the start
+    still waits for startAt on the handler's clock."""
+    lag = [0.0]
+
+    def clock() -> float:
+        return handler_clock() - lag[0]
+
+    handler = Recorder(clock)
+    ex = Executor(handler, clock=clock)
+    start_at, instant = ahead(0.2)
+    job = asyncio.ensure_future(send(ex, request("r1", "tick", start_at)))
+    await asyncio.sleep(0.05)
+    lag[0] = 0.03  # from now on the handler's clock is 30 ms behind the loop's
+    assert (await job)["ok"] is True
+    (_, started), = handler.calls
+    assert started >= instant, "not before startAt on the handler's clock"
+    assert started <= instant + LATE

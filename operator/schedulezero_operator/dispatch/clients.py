@@ -466,8 +466,9 @@ class Dispatcher:
                          endpoint)
                 self._no_hold.add(endpoint.key)
                 hold = start_at.timestamp() - time.time()
-            if hold > 0:
+            while hold > 0:  # never early: the loop may wake a hair before its timer
                 await asyncio.sleep(hold)
+                hold = start_at.timestamp() - time.time()
         return await self._send(endpoint, request, run_id, timeout, started)
 
     async def _send(self, endpoint: Endpoint, request: dict[str, Any], run_id: str,

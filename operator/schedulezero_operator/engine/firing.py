@@ -246,7 +246,9 @@ class Firing:
             return
         run = Run(run_id or decisions.run_id_for(s.uid, slot), slot, fire_at or slot,
                   sticky=sticky, held=held, last_before=s.record.last_schedule_time)
-        if held:
+        if held and (s.write_after is None or s.write_after <= self.ctx.clock.now()):
+            # Not pushed further by the next held run while one deferral is on: a
+            # Schedule firing every second would never be written.
             s.write_after = run.fire_at + dt.timedelta(seconds=WRITE_AFTER_START)
         if run_id is None:
             s.record.last_schedule_time = iso(slot)
@@ -275,8 +277,8 @@ class Firing:
         self.changed()
 
     def recall_held(self, now: dt.datetime) -> None:
-        """The spec changed (or the Schedule was suspended): withdraw the runs sent ahead
-        whose start is still to come, so what fires from now on follows the new spec.
+        """The spec changed (or the Schedule was suspended or paused): withdraw the runs
+        sent ahead whose start is still to come, so what fires from now on follows it.
 
         They never started: cancelled at the handler, dropped without a record, and
         ``lastScheduleTime`` goes back to before them, so re-arming finds their slots
@@ -378,6 +380,7 @@ class Firing:
             return
         s.paused_generation = s.generation
         self.ctx.timers.cancel(s.key)
+        self.recall_held(self.ctx.clock.now())  # a run sent ahead is not fired either
         msg = (f"paused after {failures} consecutive failed runs (pauseAfterFailures); "
                "change the spec to resume")
         s.set_condition("Ready", False, "PausedAfterFailures", msg, self.ctx.clock.now())

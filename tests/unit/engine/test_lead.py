@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 
-from ...fakes import FakeKube, slow, virtual_time
+from ...fakes import FakeKube, fail, slow, virtual_time
 from .harness import Operator, handler, schedule
 
 
@@ -214,3 +214,37 @@ async def test_a_held_run_is_written_once_with_its_record() -> None:
     st = kube.status("minutely")
     assert st["counters"]["succeeded"] == 4 and st["recentRuns"][0]["startTime"] == \
         "2026-05-19T10:04:00Z"
+
+
+@virtual_time
+async def test_a_schedule_held_every_second_is_still_written() -> None:
+    """Each held run defers its write to just after its start; the next one, sent a
+    second ahead, must not push that further, or a frequent Schedule is never written."""
+    kube = FakeKube()
+    handler(kube)
+    schedule(kube, "beat", interval="1s")
+    async with Operator(kube, dispatch_lead=1.0) as op:
+        op.engine.set_fence(lambda namespace, name: True)
+        await asyncio.sleep(10.5)
+    st = kube.status("beat")
+    assert st["counters"]["succeeded"] >= 7, st["counters"]
+    assert kube.writes[("schedules", "beat")] >= 4
+
+
+@virtual_time
+async def test_pausing_after_failures_withdraws_the_run_sent_ahead() -> None:
+    kube = FakeKube()
+    handler(kube)
+    schedule(kube, "broken", interval="1s", pauseAfterFailures=2,
+             retry={"maxAttempts": 1})
+    op = Operator(kube, dispatch_lead=1.0)
+    op.dispatcher.default = fail(delay=0.1)
+    async with op:
+        op.engine.set_fence(lambda namespace, name: True)
+        await asyncio.sleep(6)
+    calls = op.dispatcher.runs("heartbeat")
+    started = [c for c in calls if c.began is not None]
+    assert len(started) == 2, "the third, sent ahead, was withdrawn by the pause"
+    st = kube.status("broken")
+    assert st["counters"]["failed"] == 2 and st["counters"]["runs"] == 2
+    assert (str(calls[-1].endpoint), calls[-1].run_id) in op.dispatcher.cancelled
