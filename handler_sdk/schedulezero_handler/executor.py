@@ -149,6 +149,7 @@ class Executor:
             collections.OrderedDict())
         self._pool: ThreadPoolExecutor | None = None  # made for the first sync method call
         self._idle = asyncio.Event()
+        self._hold_targets: dict[str, float] = {}  # startAt -> its loop time (see _execute)
         self._idle.set()
 
     # -- public --------------------------------------------------------------
@@ -330,7 +331,18 @@ class Executor:
 
         loop = asyncio.get_running_loop()
         job = _Job(run_id, req.attempt, req.method, loop.create_future())
-        hold_until = None if start_at is None else _hold_until(loop, start_at - now, run_id)
+        hold_until = None
+        if start_at is not None and req.start_at is not None:
+            # One loop time per startAt: the jobs of a burst (one startAt) all come due in
+            # the same loop iteration. Computed per job, their targets differ by the
+            # jitter between two clock reads; on a busy machine some then came due one
+            # iteration later and started only after every earlier job of the burst had
+            # built, encoded and logged its reply.
+            hold_until = self._hold_targets.get(req.start_at)
+            if hold_until is None or hold_until <= loop.time():
+                hold_until = _hold_until(loop, start_at - now, run_id)
+                if hold_until is not None:
+                    self._remember_target(req.start_at, hold_until, loop.time())
         if spec.context_param:
             job.cancelled = threading.Event()
             kwargs[spec.context_param] = JobContext(req.run_id, req.attempt, req.schedule,
@@ -462,6 +474,11 @@ class Executor:
             self._pool = ThreadPoolExecutor(max_workers=self.threads,
                                             thread_name_prefix="job")
         return self._pool
+
+    def _remember_target(self, start_at: str, target: float, now: float) -> None:
+        if len(self._hold_targets) >= 256:  # bursts are a second or so apart: few live
+            self._hold_targets = {k: t for k, t in self._hold_targets.items() if t > now}
+        self._hold_targets[start_at] = target
 
     def _remember(self, job: _Job, reply: dict[str, Any]) -> None:
         self._done[job.run_id] = (job.attempt, job.method, reply)

@@ -450,3 +450,27 @@ async def test_a_held_job_never_starts_before_start_at_by_the_handler_clock() ->
     (_, started), = handler.calls
     assert started >= instant, "not before startAt on the handler's clock"
     assert started <= instant + LATE
+
+
+async def test_a_burst_shares_one_hold_target(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One loop time per startAt, so the jobs of a burst come due in one loop iteration
+    whatever the jitter between clock reads (on a loaded machine, per-job targets left
+    some a loop turn behind the others' replies)."""
+    computed: list[float] = []
+    real = executor_module._hold_until
+
+    def counting(*args: Any, **kwargs: Any) -> float | None:
+        target = real(*args, **kwargs)
+        computed.append(target or -1)
+        return target
+
+    monkeypatch.setattr(executor_module, "_hold_until", counting)
+    handler = Recorder()
+    ex = executor(handler, concurrency=100)
+    (first, _), (second, _) = ahead(0.2), ahead(0.3)
+    for i in range(50):
+        ex.submit(request(f"a{i}", "tick", first), None, None, lambda body: None)
+        ex.submit(request(f"b{i}", "tick", second), None, None, lambda body: None)
+    assert len(computed) == 2, "one target per startAt, not one per job"
+    assert await ex.drain(5)
+    assert len(handler.calls) == 100

@@ -18,6 +18,8 @@ from .writer import WRITE_BURST, WRITE_RATE, StatusWriter
 
 # How long a slot or an attempt that meets a lapsed fence waits for it (fence_returns).
 FENCE_WAIT = 60.0
+# A burst worth sending ahead (Firing.on_lead): 32 dispatches at the slot take ~6 ms.
+LEAD_MIN_BATCH = 32
 
 
 @dataclass
@@ -42,8 +44,10 @@ class Context:
     observer: Observer = field(default_factory=NullObserver)  # metrics (observer.py)
     write_rate: float = WRITE_RATE  # status writes a second (the writer's budget)
     write_burst: int = WRITE_BURST
-    # Seconds ahead of a slot its run is dispatched, held until the slot (0: off).
+    # Seconds ahead of a slot its run is dispatched, held until the slot (0: off), when
+    # at least ``lead_min_batch`` runs come due together (see Firing.on_lead).
     dispatch_lead: float = 0.0
+    lead_min_batch: int = LEAD_MIN_BATCH
     timers: TimerQueue = field(init=False)
     writer: StatusWriter = field(init=False)
 

@@ -39,6 +39,9 @@ class TimerQueue:
         self._wake = asyncio.Event()
         self._live: dict[Any, int] = {}  # key -> seq of its live entry
         self._quiet = asyncio.Event()  # clear while a burst is being started
+        # How many timers came due together in the batch being fired now: a callback
+        # can tell a lone timer from one of a burst (see Firing.on_lead).
+        self.batch = 0
         self._quiet.set()
 
     def schedule(self, key: Any, when: dt.datetime, callback: Callback) -> None:
@@ -86,6 +89,7 @@ class TimerQueue:
         """
         later: list[tuple[Any, Continuation]] = []
         due = self._pop_due(self.clock.now())
+        self.batch = len(due)
         burst = len(due) > CHUNK
         if burst:
             self._quiet.clear()

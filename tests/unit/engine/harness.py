@@ -17,7 +17,8 @@ class Operator:
 
     def __init__(self, kube: FakeKube, dispatcher: FakeDispatcher | None = None,
                  identity: str = "op-a", seed: int = 7, observer: Observer | None = None,
-                 write_rate: float = 50.0, dispatch_lead: float = 0.0) -> None:
+                 write_rate: float = 50.0, dispatch_lead: float = 0.0,
+                 lead_min_batch: int = 1) -> None:
         self.kube = kube
         self.dispatcher = dispatcher if dispatcher is not None else FakeDispatcher()
         if isinstance(self.dispatcher, FakeDispatcher) and self.dispatcher.clock is None:
@@ -28,6 +29,9 @@ class Operator:
                              rng=random.Random(seed), observer=observer,
                              write_rate=write_rate, write_burst=max(1, int(write_rate)),
                              dispatch_lead=dispatch_lead)
+        # The lead's scenarios use one or a few Schedules: lead them too (the product
+        # sends ahead only bursts of LEAD_MIN_BATCH; test_lead.py checks that as well).
+        self.engine.ctx.lead_min_batch = lead_min_batch
         self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Operator:

@@ -248,3 +248,24 @@ async def test_pausing_after_failures_withdraws_the_run_sent_ahead() -> None:
     st = kube.status("broken")
     assert st["counters"]["failed"] == 2 and st["counters"]["runs"] == 2
     assert (str(calls[-1].endpoint), calls[-1].run_id) in op.dispatcher.cancelled
+
+
+@virtual_time
+async def test_only_a_burst_is_sent_ahead() -> None:
+    """A few Schedules due together go out at their slot as without a lead (holding them
+    gains nothing and widens the window a partitioned handler can run a job twice); a
+    batch of lead_min_batch or more is sent ahead."""
+    kube = FakeKube()
+    handler(kube, concurrency=100)
+    for i in range(3):
+        schedule(kube, f"few{i}", schedule="*/10 * * * * *")
+    for i in range(40):
+        schedule(kube, f"many{i:02d}", schedule="5,15,25,35,45,55 * * * * *")
+    async with Operator(kube, dispatch_lead=1.0, lead_min_batch=32) as op:
+        await asyncio.sleep(10.5)
+    few = [c for c in op.dispatcher.runs() if c.scheduled_time.endswith(":10Z")]
+    many = [c for c in op.dispatcher.runs() if c.scheduled_time.endswith(":05Z")]
+    assert len(few) == 3 and {round(c.at, 6) for c in few} == {10.0}
+    assert all(c.start_at is None for c in few)
+    assert len(many) == 40 and {round(c.at, 6) for c in many} == {4.0}
+    assert {round(c.began or -1, 6) for c in many} == {5.0}
