@@ -216,4 +216,16 @@ async def test_a_held_bucket_is_renewed_before_anything_else_in_one_request() ->
     coord.calls.clear()
     await a.step()
     assert coord.calls[0] == ("patch", "sz-bucket-0")
-    assert [c for c, _ in coord.calls] == ["patch", "list", "patch"], coord.calls
+    assert [c for c, _ in coord.calls] == ["patch", "list"], coord.calls
+    assert not any(name.startswith("sz-member-") for name in coord.leases), \
+        "one bucket: plain leader election, one Lease write a round"
+
+
+async def test_with_buckets_a_member_lease_is_renewed_after_the_buckets() -> None:
+    coord, mono = FakeCoord(), Mono()
+    a = make(coord, "a", mono, buckets=2)
+    await a.step()
+    coord.calls.clear()
+    await a.step()
+    assert [c for c, _ in coord.calls] == ["patch", "patch", "list", "patch"], coord.calls
+    assert coord.calls[-1] == ("patch", "sz-member-a")

@@ -125,13 +125,17 @@ class BucketElector:
         resourceVersion our last write returned: the fences depend on these and nothing
         queues in front of them. Then one LIST feeds the rest (members, holders, the
         resourceVersions of Leases to take). A round costs 2 + held-buckets requests;
-        that is what makes a 1 s renewal (and so a ~4 s failover) cheap.
+        that is what makes a 1 s renewal (and so a ~4 s failover) cheap. With one
+        bucket there is nothing to share: no member Lease (every replica's share is
+        the one bucket, taken only when its Lease expires), so a leader writes one
+        Lease a second, not two (the API writes a quiet cluster pays for election).
         """
         before = set(self._valid_until)
         renewed = {b for b, lease in list(self._written.items())
                    if await self._renew_bucket(b, lease)}
         leases = await self._list()
-        await self._upsert(self.member_lease, leases.get(self.member_lease))
+        if self.buckets > 1:
+            await self._upsert(self.member_lease, leases.get(self.member_lease))
         members = [lease.spec.holder_identity for name, lease in leases.items()
                    if name.startswith(f"{self.prefix}-member-")
                    and lease.spec.holder_identity and not self._expired(lease)]
@@ -188,6 +192,8 @@ class BucketElector:
         """On clean shutdown: give back our buckets (only those we still hold)."""
         for b in list(self._valid_until):
             await self._release(b)
+        if self.buckets == 1:
+            return  # no member Lease (see step)
         try:  # peers see one member fewer at once, not after the member Lease expires
             await self._call(self.coord.delete_namespaced_lease, self.member_lease,
                                     self.namespace)
