@@ -149,7 +149,8 @@ class Executor:
             collections.OrderedDict())
         self._pool: ThreadPoolExecutor | None = None  # made for the first sync method call
         self._idle = asyncio.Event()
-        self._hold_targets: dict[str, float] = {}  # startAt -> its loop time (see _execute)
+        # startAt -> (it as unix seconds, its loop time): see _hold
+        self._hold_targets: dict[str, tuple[float, float]] = {}
         self._idle.set()
 
     # -- public --------------------------------------------------------------
@@ -319,8 +320,6 @@ class Executor:
         except InvalidParams as e:
             return p.error_reply(req.id, p.ErrorType.INVALID_PARAMS, str(e), req.run_id)
         deadline = _parse_deadline(req.deadline)
-        start_at = None if req.start_at is None else p.parse_time(req.start_at, "startAt",
-                                                                  req.id)
         now = self.clock()
         if deadline is not None and deadline <= now:
             return p.error_reply(req.id, p.ErrorType.DEADLINE_EXCEEDED,
@@ -331,18 +330,9 @@ class Executor:
 
         loop = asyncio.get_running_loop()
         job = _Job(run_id, req.attempt, req.method, loop.create_future())
-        hold_until = None
-        if start_at is not None and req.start_at is not None:
-            # One loop time per startAt: the jobs of a burst (one startAt) all come due in
-            # the same loop iteration. Computed per job, their targets differ by the
-            # jitter between two clock reads; on a busy machine some then came due one
-            # iteration later and started only after every earlier job of the burst had
-            # built, encoded and logged its reply.
-            hold_until = self._hold_targets.get(req.start_at)
-            if hold_until is None or hold_until <= loop.time():
-                hold_until = _hold_until(loop, start_at - now, run_id)
-                if hold_until is not None:
-                    self._remember_target(req.start_at, hold_until, loop.time())
+        start_at = hold_until = None
+        if req.start_at is not None:
+            start_at, hold_until = self._hold(req, now, loop, run_id)
         if spec.context_param:
             job.cancelled = threading.Event()
             kwargs[spec.context_param] = JobContext(req.run_id, req.attempt, req.schedule,
@@ -475,10 +465,30 @@ class Executor:
                                             thread_name_prefix="job")
         return self._pool
 
-    def _remember_target(self, start_at: str, target: float, now: float) -> None:
-        if len(self._hold_targets) >= 256:  # bursts are a second or so apart: few live
-            self._hold_targets = {k: t for k, t in self._hold_targets.items() if t > now}
-        self._hold_targets[start_at] = target
+    def _hold(self, req: p.Request, now: float, loop: asyncio.AbstractEventLoop,
+              run_id: str) -> tuple[float, float | None]:
+        """A held job's startAt (unix seconds) and the loop time to start it at (None:
+        at once, its startAt is now or past).
+
+        One loop time per startAt: the jobs of a burst (one startAt) all come due in the
+        same loop iteration. Computed per job, their targets differ by the jitter
+        between two clock reads; on a busy machine some then came due one iteration
+        later and started only after every earlier job of the burst had built, encoded
+        and logged its reply. The startAt is parsed once per burst as well
+        (``decode_request`` has already checked it).
+        """
+        assert req.start_at is not None
+        cached = self._hold_targets.get(req.start_at)
+        if cached is not None and cached[1] > loop.time():
+            return cached
+        start_at = p.parse_time(req.start_at, "startAt", req.id)
+        target = _hold_until(loop, start_at - now, run_id)
+        if target is not None:
+            if len(self._hold_targets) >= 256:  # bursts are a second or so apart
+                self._hold_targets = {k: v for k, v in self._hold_targets.items()
+                                      if v[1] > loop.time()}
+            self._hold_targets[req.start_at] = (start_at, target)
+        return start_at, target
 
     def _remember(self, job: _Job, reply: dict[str, Any]) -> None:
         self._done[job.run_id] = (job.attempt, job.method, reply)

@@ -295,10 +295,7 @@ class Firing:
                           key=lambda r: r.slot)
         for run in recalled:
             run.recalled = True
-            if run.current is not None:
-                self.ctx.tasks.spawn(self.ctx.dispatcher.cancel(run.current, run.run_id))
-            if run.task is not None:
-                run.task.cancel()
+            self.cancel(run)
         if recalled:
             s.record.last_schedule_time = recalled[0].last_before
             log.info("%s: spec changed; %d run(s) sent ahead of their slot withdrawn",

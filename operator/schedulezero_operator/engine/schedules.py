@@ -103,9 +103,9 @@ class ScheduleRunner:
         self.ctx.timers.cancel(s.key)
         now = self.ctx.clock.now()
         for run in s.active.values():
-            if recall_held and run.held and run.current is not None and run.fire_at > now:
-                self.ctx.tasks.spawn(self.ctx.dispatcher.cancel(run.current, run.run_id))
-            if run.task is not None:
+            if recall_held and run.held and run.fire_at > now:
+                self.firing.cancel(run)  # the handler is told too: it never starts
+            elif run.task is not None:
                 run.task.cancel()
         self.ctx.writer.forget(self)
         s.settle_claim()
