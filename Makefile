@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PYTHONPATH := $(CURDIR)/hack$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: help venv binaries images push cluster-up cluster-down run test lint unit e2e crds check-crds bench bench-dispatch bench-sdk-rss bench-timing bench-firing bench-cronjob bench-fleet bench-growth bench-replicas bench-plots faults soak clean
+.PHONY: help venv binaries images push cluster-up cluster-down run test lint unit e2e crds check-crds bench bench-dispatch bench-sdk-rss bench-sdk-burst bench-timing bench-firing bench-cronjob bench-fleet bench-growth bench-replicas bench-plots faults soak clean
 
 help:
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -61,13 +61,16 @@ soak: $(STAMP) binaries ## 10 min, 2 replicas, 100 fires/s, pod kill every 30 s,
 crds: $(STAMP) ## regenerate crds/ and the chart's crds/ from the models
 	$(PY) -m schedulezero_operator.api.crd
 
-bench: bench-dispatch bench-sdk-rss bench-timing ## the benchmarks that need no cluster
+bench: bench-dispatch bench-sdk-rss bench-sdk-burst bench-timing ## the benchmarks that need no cluster
 
 bench-dispatch: $(STAMP) ## dispatch round trips, SDK vs raw pyzmq (bench/results/dispatch.json)
 	$(PY) bench/dispatch.py
 
 bench-sdk-rss: $(STAMP) ## idle RSS of a minimal ZMQ handler vs asyncio+pyzmq alone (bench/results/sdk_rss.json)
 	$(PY) bench/sdk_rss.py
+
+bench-sdk-burst: $(STAMP) ## how long the SDK takes to start a held burst of 1,000 jobs (bench/results/sdk-burst-1000.json)
+	$(PY) bench/sdk_burst.py --jobs 1000
 
 bench-timing: $(STAMP) ## next-fire per second, every trigger kind (bench/results/timing.json)
 	$(PY) bench/timing.py
