@@ -218,6 +218,8 @@ class Firing:
             left = (deadline - self.ctx.clock.now()).total_seconds()
             if left <= 0:
                 break
+            if s.claim_settled is None:
+                s.claim_settled = asyncio.Event()
             try:
                 await asyncio.wait_for(s.claim_settled.wait(), min(left, 1.0))
             except TimeoutError:

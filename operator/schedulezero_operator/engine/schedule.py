@@ -94,7 +94,9 @@ class ScheduleState:
     claim_lost: bool = False  # another operator holds the next slot
     inherited_claim: Claim | None = None  # a predecessor's, found at first sight
     foreign_claim: Claim | None = None  # another live operator's, found on a conflict
-    claim_settled: asyncio.Event = field(default_factory=asyncio.Event)
+    # Set when the claim of the next slot is confirmed or lost; made only by a waiter
+    # (an asyncio.Event with its deque is ~850 bytes, and almost no Schedule waits).
+    claim_settled: asyncio.Event | None = None
     paused_generation: int | None = None  # pauseAfterFailures hit at this generation
     # A run sent ahead starts at its slot and usually ends a moment later: its start
     # (and the next slot's claim) wait until then to go out in the same write as its
@@ -123,5 +125,6 @@ class ScheduleState:
 
     def settle_claim(self) -> None:
         """Wake whoever waits for the claim of the next slot to be confirmed or lost."""
-        self.claim_settled.set()
-        self.claim_settled = asyncio.Event()
+        if self.claim_settled is not None:
+            self.claim_settled.set()
+            self.claim_settled = None

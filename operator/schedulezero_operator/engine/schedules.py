@@ -59,7 +59,8 @@ class ScheduleRunner:
                                  bool] | None = None
         meta = body["metadata"]
         record = status.load(ScheduleStatus, body.get("status"))
-        self.s = s = ScheduleState(meta["namespace"], meta["name"], meta["uid"], body, record,
+        self.s = s = ScheduleState(meta["namespace"], meta["name"], meta["uid"],
+                                   _without_status(body), record,
                                    resource_version=meta.get("resourceVersion"))
         if record.claim is not None and record.claim.holder != ctx.identity:
             # A predecessor's (restart, failover): the Lease already says it is gone.
@@ -68,6 +69,9 @@ class ScheduleRunner:
         ctx.writer.track(self, status.document(record))
         self._configure(body, int(meta.get("generation") or 0), first=True)
         self.firing.run_now(_run_now_value(body))
+        # What the stored status says beyond the record is rebuilt at every write
+        # (conditions, claim, active runs, trigger, next run): not kept twice.
+        status.drop_derived(record)
 
     @property
     def namespace(self) -> str:
@@ -88,7 +92,7 @@ class ScheduleRunner:
         s = self.s
         meta = body["metadata"]
         generation = int(meta.get("generation") or 0)
-        s.body = body
+        s.body = _without_status(body)
         if generation != s.generation:
             s.resource_version = meta.get("resourceVersion")
             self._configure(body, generation, first=False)
@@ -291,6 +295,17 @@ class ScheduleRunner:
 
     def gone(self) -> None:
         self._on_gone(self.s.key)
+
+    def handover_body(self) -> dict[str, Any]:
+        """The object as a replica that gains its bucket starts from: as last seen, with
+        the status as this runner would write it now."""
+        return {**self.s.body, "status": status.document(self.status())}
+
+
+def _without_status(body: dict[str, Any]) -> dict[str, Any]:
+    """The object as the runner keeps it: the status is in its record (and is most of
+    an object's size once written)."""
+    return {k: v for k, v in body.items() if k != "status"}
 
 
 def _run_now_value(body: dict[str, Any]) -> str | None:

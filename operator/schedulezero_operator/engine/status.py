@@ -90,12 +90,25 @@ def load(model: type[M], raw: Any) -> M:
         return model()
 
 
+def drop_derived(record: ScheduleStatus) -> None:
+    """Empty what a write rebuilds from the engine's state (``schedule_status``), once
+    first sight has read it: kept, a stored status was held twice (~5 KB a Schedule)."""
+    record.conditions, record.active, record.claim = [], [], None
+    record.trigger = record.next_run_time = record.observed_generation = None
+
+
 def normalise(model: type[BaseModel], raw: Any) -> dict[str, Any]:
     """A stored status as ``document()`` would write it (for comparing with ours)."""
     return document(load(model, raw))
 
 
 # -- conditions ----------------------------------------------------------------------
+# One fields-set shared by every Condition built here (model_construct): pydantic's own
+# is a set per instance (~730 bytes with 6 names), a third of a Condition's size, and
+# nothing reads it (documents use exclude_none, never exclude_unset).
+_CONDITION_FIELDS = set(Condition.model_fields)
+
+
 def _status(ok: bool) -> Literal["True", "False"]:
     return "True" if ok else "False"
 
@@ -110,8 +123,8 @@ def set_condition(conditions: dict[str, Condition], kind: str, ok: bool, reason:
             status, reason, message):
         return False
     changed = current is None or current.status != status
-    conditions[kind] = Condition(
-        type=kind, status=status, reason=reason, message=message,
+    conditions[kind] = Condition.model_construct(
+        _CONDITION_FIELDS, type=kind, status=status, reason=reason, message=message,
         last_transition_time=iso(now) if changed or current is None
         else current.last_transition_time,
         observed_generation=generation)
