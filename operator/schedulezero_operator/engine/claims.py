@@ -23,6 +23,7 @@ import datetime as dt
 
 from ..api.models import Claim
 from ..timing import Trigger, next_fire
+from .compact import compact
 from .decisions import run_id_for
 from .times import iso, later, parse_iso
 
@@ -55,8 +56,9 @@ def new_claim(holder: str, uid: str, slot: dt.datetime, trigger: Trigger,
               horizon: dt.timedelta = CLAIM_HORIZON) -> Claim:
     """Our claim of ``slot`` and the slots after it within the horizon."""
     until = horizon_end(trigger, slot, horizon)
-    return Claim(holder=holder, run_id=run_id_for(uid, slot), scheduled_time=iso(slot),
-                 until=iso(until), expires=iso(later(until, CLAIM_GRACE)))
+    return compact(Claim(holder=holder, run_id=run_id_for(uid, slot),
+                         scheduled_time=iso(slot), until=iso(until),
+                         expires=iso(later(until, CLAIM_GRACE))))
 
 
 def claim_until(claim: Claim) -> dt.datetime | None:

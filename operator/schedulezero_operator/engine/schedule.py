@@ -15,6 +15,7 @@ from ..api.models import DECODE_PROBLEM, Claim, Condition, ScheduleSpec, Schedul
 from ..dispatch import Endpoint
 from ..timing import Trigger, parse_duration, parse_trigger
 from . import status
+from .compact import compact
 from .problems import InvalidObject, validation_message
 from .times import parse_iso
 
@@ -51,7 +52,7 @@ def parse_schedule(body: dict[str, Any], now: dt.datetime) -> Parsed | str:
         if problem:
             raise InvalidObject(f"invalid spec: {problem}; the operator cannot use this "
                                 "object (fix or delete it)")
-        spec = ScheduleSpec.model_validate(body.get("spec") or {})
+        spec = compact(ScheduleSpec.model_validate(body.get("spec") or {}))
         created = parse_iso(body["metadata"].get("creationTimestamp")) or now
         trigger = parse_trigger(schedule=spec.schedule, interval=spec.interval, at=spec.at,
                                 time_zone=spec.time_zone, start_time=spec.start_time,

@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from ..api.models import RUN_NOW_ANNOTATION, ActiveRun, Claim, ScheduleStatus
 from ..timing import Trigger
 from . import claims, status
+from .compact import compact
 from .context import Context
 from .firing import Firing
 from .handlers import HandlerRegistry
@@ -58,7 +59,7 @@ class ScheduleRunner:
         self._urgent_memo: tuple[dt.datetime, Claim | None, Trigger, dt.timedelta,
                                  bool] | None = None
         meta = body["metadata"]
-        record = status.load(ScheduleStatus, body.get("status"))
+        record = compact(status.load(ScheduleStatus, body.get("status")))
         self.s = s = ScheduleState(meta["namespace"], meta["name"], meta["uid"],
                                    _without_status(body), record,
                                    resource_version=meta.get("resourceVersion"))

@@ -29,6 +29,7 @@ from ..api.models import (
     RunRecord,
     ScheduleStatus,
 )
+from .compact import compact
 from .times import iso, iso_or_none
 
 log = logging.getLogger("schedulezero.status")
@@ -103,10 +104,6 @@ def normalise(model: type[BaseModel], raw: Any) -> dict[str, Any]:
 
 
 # -- conditions ----------------------------------------------------------------------
-# One fields-set shared by every Condition built here (model_construct): pydantic's own
-# is a set per instance (~730 bytes with 6 names), a third of a Condition's size, and
-# nothing reads it (documents use exclude_none, never exclude_unset).
-_CONDITION_FIELDS = set(Condition.model_fields)
 
 
 def _status(ok: bool) -> Literal["True", "False"]:
@@ -123,11 +120,12 @@ def set_condition(conditions: dict[str, Condition], kind: str, ok: bool, reason:
             status, reason, message):
         return False
     changed = current is None or current.status != status
-    conditions[kind] = Condition.model_construct(
-        _CONDITION_FIELDS, type=kind, status=status, reason=reason, message=message,
+    # Built without validation (our own values, fixed types) and compact: see compact.py.
+    conditions[kind] = compact(Condition.model_construct(
+        type=kind, status=status, reason=reason, message=message,
         last_transition_time=iso(now) if changed or current is None
         else current.last_transition_time,
-        observed_generation=generation)
+        observed_generation=generation))
     return True
 
 
@@ -144,12 +142,12 @@ def run_record(*, run_id: str, slot: dt.datetime, fire_at: dt.datetime,
                attempts: int, endpoint: str | None, message: str = "",
                result: Any = None) -> RunRecord:
     """One entry of ``recentRuns``; lateness is fire time -> first dispatch."""
-    return RunRecord(
+    return compact(RunRecord(
         run_id=run_id, scheduled_time=iso(slot), start_time=iso_or_none(start),
         finish_time=iso(finish), outcome=outcome.value, attempts=attempts, endpoint=endpoint,
         latency_ms=round((start - fire_at).total_seconds() * 1000, 3) if start else None,
         duration_ms=round((finish - start).total_seconds() * 1000, 3) if start else None,
-        message=message[:MESSAGE_LIMIT], result=truncate_result(result))
+        message=message[:MESSAGE_LIMIT], result=truncate_result(result)))
 
 
 def trim_history(runs: list[RunRecord], successful_limit: int,

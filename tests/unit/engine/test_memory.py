@@ -9,6 +9,10 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 
+from schedulezero_operator.api.models import ScheduleSpec
+from schedulezero_operator.engine import status
+from schedulezero_operator.engine.compact import compact
+
 from ...fakes import T0, FakeKube, virtual_time
 from .harness import Operator, handler, schedule
 
@@ -80,3 +84,40 @@ async def test_a_bucket_handed_over_and_back_resumes_from_the_status_we_had() ->
         await asyncio.sleep(10)
     assert [c.scheduled_time for c in op.dispatcher.runs("heartbeat")] == [
         stamp(10), stamp(20)], "slot 10 not again; slot 20 on time"
+
+
+def test_compact_models_share_one_fields_set_per_class_and_behave_the_same() -> None:
+    raw = {"handler": "h", "method": "m", "interval": "1s", "retry": {"maxAttempts": 3},
+           "catchUp": {"policy": "All", "maxRuns": 2}}
+    plain, one, two = (ScheduleSpec.model_validate(raw) for _ in range(3))
+    compact(one)
+    compact(two)
+    assert one.__pydantic_fields_set__ is two.__pydantic_fields_set__
+    assert one.retry.__pydantic_fields_set__ is two.retry.__pydantic_fields_set__
+    assert one == plain and status.document(one) == status.document(plain)
+    shared = set(one.__pydantic_fields_set__)
+    one.suspend = True  # assignment adds the name to the set: already there
+    copy = two.model_copy(update={"suspend": True})
+    assert one.__pydantic_fields_set__ == shared == two.__pydantic_fields_set__
+    assert copy.__pydantic_fields_set__ is not shared and two.suspend is False
+
+
+@virtual_time
+async def test_what_a_runner_keeps_is_compact() -> None:
+    kube = FakeKube()
+    handler(kube)
+    schedule(kube, "a")
+    schedule(kube, "b")
+    async with Operator(kube) as op:
+        await asyncio.sleep(2.5)
+        a, b = (op.engine.schedules[("default", n)].s for n in "ab")
+        assert a.spec is not None and b.spec is not None
+        assert a.spec.__pydantic_fields_set__ is b.spec.__pydantic_fields_set__
+        assert a.record.__pydantic_fields_set__ is b.record.__pydantic_fields_set__
+        assert a.claim is not None and b.claim is not None
+        assert a.claim.__pydantic_fields_set__ is b.claim.__pydantic_fields_set__
+        assert a.conditions["Ready"].__pydantic_fields_set__ is \
+            b.conditions["Ready"].__pydantic_fields_set__
+        runs = a.record.recent_runs + b.record.recent_runs
+        assert len(runs) >= 2
+        assert len({id(r.__pydantic_fields_set__) for r in runs}) == 1
