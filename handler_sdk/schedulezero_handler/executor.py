@@ -158,9 +158,9 @@ class Executor:
         self._idle = asyncio.Event()
         # startAt -> (it as unix seconds, its loop time): see _hold
         self._hold_targets: dict[str, tuple[float, float]] = {}
-        # Held starts (by startAt) and deadlines (by unix seconds): one timer per instant.
-        self._start_timers: SharedTimers | None = None
-        self._deadline_timers: SharedTimers | None = None
+        # (held starts by startAt, deadlines by unix seconds): one timer per instant,
+        # made for the loop that runs the jobs (see _timers).
+        self._shared_timers: tuple[SharedTimers, SharedTimers] | None = None
         self._idle.set()
 
     # -- public --------------------------------------------------------------
@@ -378,7 +378,8 @@ class Executor:
                 # burst this task first runs after the rest of the burst was received.
                 # One timer for the whole burst (its startAt): see shared_timers.
                 await self._wait_start(loop, req.start_at, hold_until, job)
-                if start_at is not None and 0 < start_at - self.clock() <= _NOT_BEFORE_GAP:
+                # Checked here first: no coroutine per job in the usual case (not early).
+                if start_at is not None and _left_before(self.clock, start_at):
                     await _not_before(self.clock, start_at)
                 if deadline is not None and deadline <= self.clock():
                     # A startAt past the deadline, or a loop that woke too late: starting
@@ -392,10 +393,10 @@ class Executor:
                     log.debug("job started", extra=_log_fields(job, spec, hold_until))
                 # The deadline: one shared timer per deadline (a burst has one), which
                 # cancels the task, like asyncio.timeout_at without a timer per job.
+                deadlines = self._timers(loop)[1]
                 if deadline is not None:
-                    self._deadlines(loop).add(
-                        deadline, loop.time() + max(0.0, deadline - self.clock()),
-                        job.run_id, functools.partial(_expire, job))
+                    deadlines.add(deadline, loop.time() + max(0.0, deadline - self.clock()),
+                                  job.run_id, functools.partial(_expire, job))
                 try:
                     if spec.is_async:
                         result = await spec.func(**kwargs)
@@ -405,7 +406,7 @@ class Executor:
                         result = await asyncio.shield(thread_future)
                 finally:
                     if deadline is not None:
-                        self._deadlines(loop).discard(deadline, job.run_id)
+                        deadlines.discard(deadline, job.run_id)
                     if job.expired:
                         # As asyncio.timeout: the cancel it made is taken back, so the
                         # task's count stays true (raised or swallowed by the method).
@@ -485,19 +486,19 @@ class Executor:
                           hold_until: float, job: _Job) -> None:
         """Until loop time ``hold_until``, on the timer shared by every job held for
         the same ``startAt``; a cancel lands here (and takes the job off the timer)."""
-        if self._start_timers is None or self._start_timers.loop is not loop:
-            self._start_timers = SharedTimers(loop)
-        timers, waiter = self._start_timers, loop.create_future()
+        timers, waiter = self._timers(loop)[0], loop.create_future()
         timers.add(start_at, hold_until, job.run_id, functools.partial(_wake, waiter))
         try:
             await waiter
         finally:
             timers.discard(start_at, job.run_id)
 
-    def _deadlines(self, loop: asyncio.AbstractEventLoop) -> SharedTimers:
-        if self._deadline_timers is None or self._deadline_timers.loop is not loop:
-            self._deadline_timers = SharedTimers(loop)
-        return self._deadline_timers
+    def _timers(self, loop: asyncio.AbstractEventLoop) -> tuple[SharedTimers, SharedTimers]:
+        """(held starts, deadlines) on ``loop``: made anew if the executor meets another
+        loop (tests run one per test), since a timer belongs to its loop."""
+        if self._shared_timers is None or self._shared_timers[0].loop is not loop:
+            self._shared_timers = (SharedTimers(loop), SharedTimers(loop))
+        return self._shared_timers
 
     def _threads(self) -> ThreadPoolExecutor:
         """The pool for sync methods (``threads`` workers); made on first use, so a
@@ -619,10 +620,17 @@ async def _not_before(clock: Callable[[], float], start_at: float) -> None:
     and the loop clock was matched to the wall clock at receipt. Only small gaps are
     waited out (a capped hold, far from startAt, is not extended here)."""
     for _ in range(8):
-        left = start_at - clock()
-        if not 0 < left <= _NOT_BEFORE_GAP:
+        left = _left_before(clock, start_at)
+        if not left:
             return
         await asyncio.sleep(left)
+
+
+def _left_before(clock: Callable[[], float], start_at: float) -> float:
+    """How far this handler's clock is short of ``start_at``, if by a small gap (up to
+    ``_NOT_BEFORE_GAP``); 0 when it is not early, or too early to wait out here."""
+    left = start_at - clock()
+    return left if 0 < left <= _NOT_BEFORE_GAP else 0.0
 
 
 async def _one_loop_turn() -> None:

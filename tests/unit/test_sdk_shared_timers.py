@@ -183,10 +183,12 @@ async def test_a_burst_sets_one_timer_for_its_start_and_one_for_its_deadline() -
     assert scheduled_timers() - before == 1  # the start, shared
     await asyncio.sleep(0.25 + 0.05)  # all started, all asleep in their method
     assert handler.started == 300
-    assert ex._deadline_timers is not None and len(ex._deadline_timers) == 1
+    assert ex._shared_timers is not None
+    starts, deadlines = ex._shared_timers
+    assert len(deadlines) == 1
     replies = await asyncio.gather(*futures)
     assert all(r["ok"] for r in replies)
-    assert len(ex._start_timers or ()) == 0
+    assert len(starts) == 0
 
 
 async def test_a_shared_deadline_expires_the_slow_jobs_and_spares_the_quick_ones() -> None:

@@ -104,8 +104,6 @@ def normalise(model: type[BaseModel], raw: Any) -> dict[str, Any]:
 
 
 # -- conditions ----------------------------------------------------------------------
-
-
 def _status(ok: bool) -> Literal["True", "False"]:
     return "True" if ok else "False"
 
