@@ -11,35 +11,48 @@ holds; otherwise 1 with a line saying what does not.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
+import urllib.parse
 import urllib.request
-
-from kubernetes import client, config
+from typing import Any
 
 from .api.models import GROUP, VERSION
+from .controllers import credentials
 
 RESOURCES = ("schedules", "handlers")
 
 
+def _get(creds: credentials.Credentials, path: str, timeout: float) -> Any:
+    """One GET with the pod's ServiceAccount (the operator image's own client path)."""
+    req = urllib.request.Request(creds.server + path, headers={
+        "Accept": "application/json", "Authorization": f"Bearer {creds.bearer()}"})
+    with urllib.request.urlopen(req, context=creds.ssl_context(), timeout=timeout) as resp:
+        return json.loads(resp.read())
+
+
 def check(namespace: str, selector: str, port: int, timeout: float) -> list[str]:
     """Problems found; empty when the operator is served and healthy."""
-    config.load_incluster_config()
+    creds = credentials.in_cluster(os.environ)
     problems = []
-    served = {r.name for r in client.CustomObjectsApi().get_api_resources(GROUP, VERSION)
-              .resources}
+    served = {r["name"] for r in _get(creds, f"/apis/{GROUP}/{VERSION}", timeout)["resources"]}
     problems += [f"{r}.{GROUP}/{VERSION} is not served" for r in RESOURCES if r not in served]
-    pods = client.CoreV1Api().list_namespaced_pod(namespace, label_selector=selector).items
-    running = [p for p in pods if p.status.phase == "Running" and p.status.pod_ip]
+    query = urllib.parse.urlencode({"labelSelector": selector})
+    pods = _get(creds, f"/api/v1/namespaces/{namespace}/pods?{query}", timeout)["items"]
+    running = [p for p in pods if (p.get("status") or {}).get("phase") == "Running"
+               and p["status"].get("podIP")]
     if not running:
         problems.append(f"no running operator pod in {namespace} matching {selector}")
     for pod in running:
-        url = f"http://{pod.status.pod_ip}:{port}/healthz"
+        name = pod["metadata"]["name"]
+        url = f"http://{pod['status']['podIP']}:{port}/healthz"
         try:
             with urllib.request.urlopen(url, timeout=timeout) as resp:
                 if resp.status != 200:
-                    problems.append(f"{pod.metadata.name}: {url} answered {resp.status}")
+                    problems.append(f"{name}: {url} answered {resp.status}")
         except OSError as e:
-            problems.append(f"{pod.metadata.name}: {url} failed: {e}")
+            problems.append(f"{name}: {url} failed: {e}")
     return problems
 
 

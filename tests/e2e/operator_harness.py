@@ -94,7 +94,7 @@ class HandlerProcess(Proc):
 
     def __init__(self, directory: Path, protocol: str = "zmq", concurrency: int = 4,
                  target: str = "examples.handlers.testing:TestHandler",
-                 host: str = "127.0.0.1") -> None:
+                 host: str = "127.0.0.1", secret: str | None = None) -> None:
         self.port = free_port()
         self.record = directory / f"executions-{self.port}.jsonl"
         super().__init__(
@@ -102,7 +102,8 @@ class HandlerProcess(Proc):
              "--bind", host, "--port", str(self.port), "--http-port", str(self.port),
              "--concurrency", str(concurrency), "--grace", "2"],
             directory / f"handler-{self.port}.log",
-            env={"SZ_TEST_RECORD": str(self.record), "PYTHONPATH": str(REPO)},
+            env={"SZ_TEST_RECORD": str(self.record), "PYTHONPATH": str(REPO),
+                 **({"SZ_SECRET": secret} if secret is not None else {})},
         )
         self.host, self.address = host, f"{host}:{self.port}"
 

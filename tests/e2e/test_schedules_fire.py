@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import json
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from schedulezero_operator.engine.decisions import run_id_for
@@ -165,6 +167,35 @@ def test_always_failing_method_fails_and_pauses(objects: Objects,
     assert len(handler_proc.executions("fail")) == calls, "no runs while paused"
     reasons = {e.reason for e in objects.events("broken")}
     assert {"RunFailed", "PausedAfterFailures"} <= reasons
+
+
+def test_signed_requests_use_the_secret_the_handler_names(objects: Objects,
+                                                          tmp_path: Path) -> None:
+    """The operator reads the Handler's Secret (its own API client) and signs with it:
+    the handler, which refuses unsigned requests, runs the signed ones."""
+    objects.core.create_namespaced_secret(objects.ns, {
+        "metadata": {"name": "signing"}, "stringData": {"secret": "s3cret-for-e2e"}})
+    signed = HandlerProcess(tmp_path, secret="s3cret-for-e2e")
+    other = HandlerProcess(tmp_path, secret="s3cret-for-e2e")  # its Handler names no Secret
+    signed.start()
+    other.start()
+    try:
+        objects.handler("signed", signed.address, auth={"secretRef": {"name": "signing"}})
+        objects.handler("unsigned", other.address)
+        objects.schedule("good", handler="signed", method="heartbeat", interval="1s")
+        objects.schedule("bad", handler="unsigned", method="heartbeat", interval="1s",
+                         retry={"maxAttempts": 1})
+        wait_for("2 signed runs", lambda: (
+            s if (s := objects.status("good")).get("counters", {}).get("succeeded", 0) >= 2
+            else None), timeout=30)
+        # The other handler refuses the unsigned describe probe: out of the Ready set.
+        wait_for("the unsigned Handler out of the Ready set", lambda: "not signed" in
+                 json.dumps(objects.get("unsigned", "handlers").get("status")), timeout=30)
+        assert not (objects.status("bad").get("counters") or {}).get("succeeded")
+        assert signed.executions("heartbeat") and not other.executions("heartbeat")
+    finally:
+        signed.stop()
+        other.stop()
 
 
 def test_operator_restart_catches_up_without_duplicates(

@@ -2,66 +2,63 @@
 
 from __future__ import annotations
 
-import datetime as dt
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from kubernetes.client.rest import ApiException
 from schedulezero_operator.controllers.buckets import BucketElector, bucket_of, target_share
+from schedulezero_operator.engine.ports import Conflict, NotFound
 
 
 class FakeCoord:
-    """Many Leases in memory, resourceVersion preconditions, list and delete."""
+    """Many Leases in memory (the elector's LeaseApi), resourceVersion preconditions."""
 
     def __init__(self) -> None:
         self.leases: dict[str, dict[str, Any]] = {}
         self.rv = 0
         self.calls: list[tuple[str, str]] = []
 
-    def _view(self, name: str) -> Any:
-        spec = self.leases[name]["spec"]
-        renew = spec.get("renewTime")
-        return SimpleNamespace(
-            metadata=SimpleNamespace(name=name, resource_version=self.leases[name]["rv"]),
-            spec=SimpleNamespace(
-                holder_identity=spec.get("holderIdentity"),
-                renew_time=dt.datetime.strptime(renew, "%Y-%m-%dT%H:%M:%S.%fZ").replace(
-                    tzinfo=dt.UTC) if renew else None,
-                lease_duration_seconds=spec.get("leaseDurationSeconds"),
-                lease_transitions=spec.get("leaseTransitions")))
+    def _view(self, name: str) -> dict[str, Any]:
+        """The Lease as the API server returns it (a copy: callers cannot alias it)."""
+        return {"metadata": {"name": name, "namespace": "ns",
+                             "resourceVersion": self.leases[name]["rv"]},
+                "spec": dict(self.leases[name]["spec"])}
 
-    def read_namespaced_lease(self, name: str, namespace: str) -> Any:
+    async def read(self, namespace: str, name: str) -> dict[str, Any]:
         if name not in self.leases:
-            raise ApiException(status=404)
+            raise NotFound(name)
         return self._view(name)
 
-    def list_namespaced_lease(self, namespace: str) -> Any:
+    async def list(self, namespace: str) -> list[dict[str, Any]]:
         self.calls.append(("list", namespace))
-        return SimpleNamespace(items=[self._view(n) for n in self.leases])
+        return [self._view(n) for n in self.leases]
 
-    def create_namespaced_lease(self, namespace: str, body: dict[str, Any]) -> Any:
+    async def create(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         name = body["metadata"]["name"]
         if name in self.leases:
-            raise ApiException(status=409)
+            raise Conflict(name)
         self.rv += 1
         self.leases[name] = {"spec": dict(body["spec"]), "rv": str(self.rv)}
         return self._view(name)
 
-    def patch_namespaced_lease(self, name: str, namespace: str, body: dict[str, Any]) -> Any:
+    async def patch(self, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
         self.calls.append(("patch", name))
         if name not in self.leases:
-            raise ApiException(status=404)
+            raise NotFound(name)
         want = (body.get("metadata") or {}).get("resourceVersion")
         if want is not None and want != self.leases[name]["rv"]:
-            raise ApiException(status=409)
+            raise Conflict(name)
         self.rv += 1
-        self.leases[name]["spec"].update(body["spec"])
+        for key, value in body["spec"].items():  # a merge patch: null removes
+            if value is None:
+                self.leases[name]["spec"].pop(key, None)
+            else:
+                self.leases[name]["spec"][key] = value
         self.leases[name]["rv"] = str(self.rv)
         return self._view(name)
 
-    def delete_namespaced_lease(self, name: str, namespace: str) -> None:
-        self.leases.pop(name, None)
+    async def delete(self, namespace: str, name: str) -> None:
+        if self.leases.pop(name, None) is None:
+            raise NotFound(name)
 
     def expire(self, holder: str) -> None:
         """``holder`` stopped renewing long ago (killed)."""
@@ -79,7 +76,7 @@ class Mono:
 
 
 def make(coord: FakeCoord, identity: str, mono: Mono, buckets: int = 4) -> BucketElector:
-    return BucketElector(None, "ns", "sz", identity, buckets, coord=coord, monotonic=mono)
+    return BucketElector(coord, "ns", "sz", identity, buckets, monotonic=mono)
 
 
 def holders(coord: FakeCoord) -> dict[str, str | None]:
@@ -183,7 +180,7 @@ async def test_a_resumed_former_leader_hands_its_schedules_over() -> None:
     it can no longer act for, instead of keeping them armed and fenced forever."""
     coord, mono_a, mono_b = FakeCoord(), Mono(), Mono()
     changes: list[set[int]] = []
-    a = BucketElector(None, "ns", "sz", "a", 1, coord=coord, monotonic=mono_a,
+    a = BucketElector(coord, "ns", "sz", "a", 1, monotonic=mono_a,
                       on_change=changes.append)
     b = make(coord, "b", mono_b, buckets=1)
     await a.step()
@@ -199,7 +196,7 @@ async def test_a_lapse_that_ends_in_a_renewal_is_no_change() -> None:
     its Schedules (what was due waited for the fence and goes out late)."""
     coord, mono = FakeCoord(), Mono()
     changes: list[set[int]] = []
-    a = BucketElector(None, "ns", "sz", "a", 1, coord=coord, monotonic=mono,
+    a = BucketElector(coord, "ns", "sz", "a", 1, monotonic=mono,
                       on_change=changes.append)
     await a.step()
     mono.t += 3.5  # past the fence (4 s lease - 1 s margin), not past the Lease

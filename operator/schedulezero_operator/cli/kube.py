@@ -33,7 +33,11 @@ class Kube:
     """A connection to one cluster (the kubeconfig context), and its default namespace."""
 
     def __init__(self, kubeconfig: str | None = None, context: str | None = None) -> None:
-        from kubernetes import client, config
+        try:
+            from kubernetes import client, config
+        except ImportError:
+            raise CliError("error: kubectl sz needs the kubernetes client: "
+                           "pip install 'schedulezero[cli]'") from None
 
         self._client = client
         try:

@@ -23,7 +23,8 @@ from ..api.models import GROUP, VERSION
 from ..dispatch.registration import RegistrationServer
 from ..engine import Engine, SystemClock
 from ..scaling.scaler import Scaler
-from . import heap, safe_decode
+from . import credentials, heap, safe_decode
+from .apiclient import ApiClient
 from .kube import Kube
 from .metrics import Metrics, MetricsServer
 
@@ -60,6 +61,8 @@ class Runtime:
     metrics: Metrics | None = None  # None: metrics off (or not started yet)
     metrics_server: MetricsServer | None = None
     registry_server: RegistrationServer | None = None
+    credentials: credentials.Credentials | None = None  # kopf's and ours: one login
+    lease_client: ApiClient | None = None
 
 
 def runtime(memo: Any) -> Runtime:
@@ -82,6 +85,22 @@ def _count(memo: Any, resource: str) -> None:
         metrics.watch_event(resource)
 
 
+def _credentials(rt: Runtime) -> credentials.Credentials:
+    if rt.credentials is None:
+        rt.credentials = credentials.load()
+    return rt.credentials
+
+
+@kopf.on.login()
+async def _login(memo: kopf.Memo, **_: Any) -> Any:
+    """kopf's watches use the credentials our API client uses (one loader, one
+    login; see :mod:`.credentials`). kopf calls this again on a 401 or when an exec
+    token expires, so the token is fetched again first."""
+    creds = _credentials(runtime(memo))
+    creds.expire()
+    return await asyncio.to_thread(creds.connection_info)
+
+
 @kopf.on.startup()
 async def _startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     safe_decode.install()  # before any watch starts: no stored object can crash us
@@ -98,20 +117,23 @@ async def _startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -
         # process' start time is in process_start_time_seconds once.
         prometheus_client.disable_created_metrics()
         rt.metrics = Metrics(per_schedule=opts.metrics_per_schedule, process=True)
-    kube = Kube()
+    kube = Kube(ApiClient(_credentials(rt)))
     eng = Engine(kube, SystemClock(), observer=rt.metrics, probe_every=opts.probe_interval,
                  write_rate=opts.status_write_rate, write_burst=opts.status_write_burst,
                  dispatch_lead=opts.dispatch_lead)
     loop = asyncio.get_running_loop()
     rt.tasks = []
     if rt.options.leader_elect:
-        from .buckets import BucketElector
+        from .buckets import BucketElector, Leases
 
         # Every replica watches everything (a standby is warm: failover needs no
         # re-list) but acts only for the Schedules of the buckets it holds. With one
         # bucket this is plain leader election.
-        elector = BucketElector(kube.api, rt.options.lease_namespace, rt.options.lease_name,
-                                eng.identity, rt.options.buckets,
+        # Leases have a client (connection pool) of their own: a renewal never
+        # queues behind the engine's status writes.
+        rt.lease_client = ApiClient(_credentials(rt), connections=2)
+        elector = BucketElector(Leases(rt.lease_client), rt.options.lease_namespace,
+                                rt.options.lease_name, eng.identity, rt.options.buckets,
                                 duration=rt.options.lease_duration,
                                 renew=rt.options.lease_renew,
                                 on_change=lambda held: eng.rebalance())
@@ -153,6 +175,9 @@ async def _cleanup(memo: kopf.Memo, **_: Any) -> None:
     if rt.elector is not None:
         await rt.elector.release_all()
         rt.elector = None
+    if rt.lease_client is not None:
+        await rt.lease_client.close()
+        rt.lease_client = None
     if rt.metrics_server is not None:
         await rt.metrics_server.stop()
         rt.metrics_server = None

@@ -31,11 +31,9 @@ import logging
 import time
 import zlib
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Protocol
 
-from kubernetes import client
-from kubernetes.client.rest import ApiException
+from ..engine.ports import Conflict, NotFound
 
 log = logging.getLogger("schedulezero.buckets")
 
@@ -69,29 +67,45 @@ def _fmt(t: dt.datetime) -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def _parse_time(value: Any) -> dt.datetime | None:
+    """A Lease's MicroTime (``...T12:00:00.123456Z``) as an aware datetime."""
+    if not value:
+        return None
+    return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+
+
+class LeaseApi(Protocol):
+    """The five Lease calls the elector makes (``coordination.k8s.io/v1``), on Lease
+    objects as plain dicts; Conflict on a failed precondition, NotFound when gone."""
+
+    async def list(self, namespace: str) -> list[dict[str, Any]]: ...
+    async def read(self, namespace: str, name: str) -> dict[str, Any]: ...
+    async def create(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]: ...
+    async def patch(self, namespace: str, name: str,
+                    body: dict[str, Any]) -> dict[str, Any]: ...
+    async def delete(self, namespace: str, name: str) -> None: ...
+
+
 def _dns_safe(identity: str) -> str:
     safe = "".join(c if c.isalnum() or c in "-." else "-" for c in identity.lower())
     return safe.strip("-.")[:200] or "member"
 
 
 class BucketElector:
-    def __init__(self, api: client.ApiClient | None, namespace: str, prefix: str,
+    def __init__(self, leases: LeaseApi, namespace: str, prefix: str,
                  identity: str, buckets: int, *, duration: float = 4.0, renew: float = 1.0,
-                 coord: Any = None, monotonic: Callable[[], float] = time.monotonic,
+                 monotonic: Callable[[], float] = time.monotonic,
                  on_change: Callable[[set[int]], None] | None = None) -> None:
-        self.coord = coord if coord is not None else client.CoordinationV1Api(api)
+        self.leases = leases
         self.namespace, self.prefix, self.identity = namespace, prefix, identity
         self.buckets, self.duration, self.renew = buckets, duration, renew
         self._monotonic = monotonic
         self._margin = min(renew, duration / 4)
         self._valid_until: dict[int, float] = {}  # bucket -> monotonic fence
-        self._written: dict[int, Any] = {}  # bucket -> our Lease as our last write returned
+        self._written: dict[int, dict[str, Any]] = {}  # bucket -> our Lease, as last written
         self._soonest_expiry: float | None = None  # s until a peer's bucket Lease runs out
         self.on_change = on_change
         self._task: asyncio.Task[None] | None = None
-        # Lease calls get their own thread: in the default executor a renewal would
-        # queue behind the engine's API calls and lapse exactly when the API is busy.
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="leases")
 
     # -- what the engine asks ----------------------------------------------------------
     def owns_bucket(self, bucket: int) -> bool:
@@ -136,9 +150,9 @@ class BucketElector:
         leases = await self._list()
         if self.buckets > 1:
             await self._upsert(self.member_lease, leases.get(self.member_lease))
-        members = [lease.spec.holder_identity for name, lease in leases.items()
+        members = [str(_spec(lease)["holderIdentity"]) for name, lease in leases.items()
                    if name.startswith(f"{self.prefix}-member-")
-                   and lease.spec.holder_identity and not self._expired(lease)]
+                   and _spec(lease).get("holderIdentity") and not self._expired(lease)]
         if self.identity not in members:
             members.append(self.identity)
         buckets = {b: leases.get(self.lease_name(b)) for b in range(self.buckets)}
@@ -195,39 +209,39 @@ class BucketElector:
         if self.buckets == 1:
             return  # no member Lease (see step)
         try:  # peers see one member fewer at once, not after the member Lease expires
-            await self._call(self.coord.delete_namespaced_lease, self.member_lease,
-                                    self.namespace)
-        except ApiException as e:
-            log.warning("could not delete member Lease %s: %s", self.member_lease, e.reason)
+            await self.leases.delete(self.namespace, self.member_lease)
+        except NotFound:
+            pass
+        except Exception as e:  # noqa: BLE001 - it expires on its own
+            log.warning("could not delete member Lease %s: %s", self.member_lease, e)
 
     # -- Lease plumbing ------------------------------------------------------------------
-    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
-
-    def _expires_in(self, lease: Any) -> float:
+    def _expires_in(self, lease: dict[str, Any]) -> float:
         """Seconds until a Lease runs out (negative: it has)."""
-        spec = lease.spec
-        if spec.renew_time is None:
+        spec = _spec(lease)
+        renewed = _parse_time(spec.get("renewTime"))
+        if renewed is None:
             return float("-inf")
-        return (spec.renew_time + dt.timedelta(seconds=spec.lease_duration_seconds or 0)
+        return (renewed + dt.timedelta(seconds=spec.get("leaseDurationSeconds") or 0)
                 - _now()).total_seconds()
 
     def _expired(self, lease: Any) -> bool:
         return self._expires_in(lease) < 0
 
-    def _holder(self, lease: Any) -> str | None:
+    def _holder(self, lease: dict[str, Any] | None) -> str | None:
         if lease is None or self._expired(lease):
             return None
-        return str(lease.spec.holder_identity) if lease.spec.holder_identity else None
+        holder = _spec(lease).get("holderIdentity")
+        return str(holder) if holder else None
 
     def _free(self, lease: Any) -> bool:
         return self._holder(lease) is None
 
     async def _list(self) -> dict[str, Any]:
         """Our Leases (members and buckets) by name, from one LIST."""
-        leases = await self._call(self.coord.list_namespaced_lease, self.namespace)
-        return {lease.metadata.name: lease for lease in leases.items
-                if lease.metadata.name.startswith(f"{self.prefix}-")}
+        leases = await self.leases.list(self.namespace)
+        return {lease["metadata"]["name"]: lease for lease in leases
+                if lease["metadata"]["name"].startswith(f"{self.prefix}-")}
 
     async def _renew_bucket(self, bucket: int, lease: Any) -> bool:
         sent = self._monotonic()
@@ -252,27 +266,22 @@ class BucketElector:
             body = {"metadata": {"name": name, "namespace": self.namespace},
                     "spec": {**spec, "acquireTime": _fmt(now), "leaseTransitions": 0}}
             try:
-                return await self._call(self.coord.create_namespaced_lease, self.namespace,
-                                        body)
-            except ApiException as e2:
-                if e2.status == 409:
-                    return None
-                raise
-        holder = lease.spec.holder_identity
+                return await self.leases.create(self.namespace, body)
+            except Conflict:
+                return None
+        holder = _spec(lease).get("holderIdentity")
         if holder != self.identity and not self._free(lease):
             return None
         if holder != self.identity:
             spec["acquireTime"] = _fmt(now)
-            spec["leaseTransitions"] = (lease.spec.lease_transitions or 0) + 1
+            spec["leaseTransitions"] = (_spec(lease).get("leaseTransitions") or 0) + 1
         try:
-            return await self._call(
-                self.coord.patch_namespaced_lease, name, self.namespace,
-                {"metadata": {"resourceVersion": lease.metadata.resource_version},
+            return await self.leases.patch(
+                self.namespace, name,
+                {"metadata": {"resourceVersion": lease["metadata"]["resourceVersion"]},
                  "spec": spec})
-        except ApiException as e:
-            if e.status in (404, 409):
-                return None
-            raise
+        except (Conflict, NotFound):
+            return None
 
     async def _release(self, bucket: int, lease: Any = None) -> None:
         """Give a bucket back, only if we still hold its Lease (never a successor's)."""
@@ -281,14 +290,48 @@ class BucketElector:
         name = self.lease_name(bucket)
         try:
             if lease is None:
-                lease = await self._call(self.coord.read_namespaced_lease, name,
-                                                self.namespace)
-            if lease.spec.holder_identity != self.identity:
+                lease = await self.leases.read(self.namespace, name)
+            if _spec(lease).get("holderIdentity") != self.identity:
                 return
-            await self._call(
-                self.coord.patch_namespaced_lease, name, self.namespace,
-                {"metadata": {"resourceVersion": lease.metadata.resource_version},
+            await self.leases.patch(
+                self.namespace, name,
+                {"metadata": {"resourceVersion": lease["metadata"]["resourceVersion"]},
                  "spec": {"holderIdentity": None,
                           "renewTime": _fmt(_now() - dt.timedelta(seconds=self.duration * 2))}})
-        except ApiException as e:
-            log.warning("could not release bucket %d: %s", bucket, e.reason)
+        except (Conflict, NotFound):
+            pass  # a successor wrote it since, or it is gone: not ours to give back
+        except Exception as e:  # noqa: BLE001 - it expires on its own
+            log.warning("could not release bucket %d: %s", bucket, e)
+
+
+def _spec(lease: dict[str, Any]) -> dict[str, Any]:
+    return lease.get("spec") or {}
+
+
+class Leases:
+    """:class:`LeaseApi` over the API client (``coordination.k8s.io/v1``)."""
+
+    def __init__(self, api: Any) -> None:
+        self.api = api
+
+    @staticmethod
+    def _path(namespace: str, name: str = "") -> str:
+        base = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
+        return f"{base}/{name}" if name else base
+
+    async def list(self, namespace: str) -> list[dict[str, Any]]:
+        return list((await self.api.request("GET", self._path(namespace))).get("items") or [])
+
+    async def read(self, namespace: str, name: str) -> dict[str, Any]:
+        return dict(await self.api.request("GET", self._path(namespace, name)))
+
+    async def create(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        return dict(await self.api.request("POST", self._path(namespace), body))
+
+    async def patch(self, namespace: str, name: str,
+                    body: dict[str, Any]) -> dict[str, Any]:
+        return dict(await self.api.request("PATCH", self._path(namespace, name), body,
+                                           "application/merge-patch+json"))
+
+    async def delete(self, namespace: str, name: str) -> None:
+        await self.api.request("DELETE", self._path(namespace, name))
