@@ -86,6 +86,9 @@ HOST_SOURCES = Path("/etc/apt/sources.list.d/debian.sources")
 # Wheels for the image's interpreter (bookworm's CPython 3.11, glibc 2.36).
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux2014_x86_64", "linux_x86_64")
 EXTRAS = ("operator", "http")
+# Not dependencies of the package, but of the image: the minimal base has neither
+# time zones nor CA certificates (these used to arrive with the kubernetes client).
+IMAGE_WHEELS = ("tzdata", "certifi")
 # Bump when the way an image is assembled from its inputs changes (the staged
 # context, build arguments): every other input is hashed into the cache key already.
 RECIPE = 1
@@ -217,7 +220,8 @@ def runtime_pins() -> list[str]:
     installed in this venv: the image runs exactly what the tests run."""
     env: dict[str, str] = {k: str(v) for k, v in default_environment().items()}
     seen: dict[str, str] = {}
-    todo: list[tuple[str, tuple[str, ...]]] = [("schedulezero", EXTRAS)]
+    todo: list[tuple[str, tuple[str, ...]]] = [("schedulezero", EXTRAS),
+                                               *((name, ()) for name in IMAGE_WHEELS)]
     while todo:
         name, extras = todo.pop()
         dist = metadata.distribution(name)
