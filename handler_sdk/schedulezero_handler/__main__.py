@@ -54,9 +54,28 @@ def load_handler(target: str) -> object:
     return obj() if isinstance(obj, type) else obj
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter, told the terminal width instead of asking ``shutil``.
+
+    argparse makes a formatter on every ``add_argument`` (to check the metavar), and
+    the stock one imports ``shutil`` for the width, which imports zlib, bz2 and lzma
+    with their shared libraries: ~0.7 MiB that every idle handler would keep.
+    """
+
+    def __init__(self, prog: str, **kwargs: Any) -> None:
+        if kwargs.get("width") is None:
+            try:
+                columns = int(os.environ.get("COLUMNS") or os.get_terminal_size().columns)
+            except (OSError, ValueError):
+                columns = 80
+            kwargs["width"] = columns - 2
+        super().__init__(prog, **kwargs)
+
+
 def main(argv: list[str] | None = None) -> None:
     env = os.environ.get
-    parser = argparse.ArgumentParser(prog="schedulezero-handler", description=__doc__)
+    parser = argparse.ArgumentParser(prog="schedulezero-handler", description=__doc__,
+                                     formatter_class=_HelpFormatter)
     parser.add_argument("handler", nargs="?", default=env("SZ_HANDLER"),
                         help="package.module:Class (env SZ_HANDLER)")
     parser.add_argument("--protocol", default=env("SZ_PROTOCOL", "zmq"),

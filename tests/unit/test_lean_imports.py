@@ -25,6 +25,7 @@ NOT_FOR_A_ZMQ_HANDLER = [
     "aiohttp", "email", "urllib.request", "kubernetes", "kopf", "pydantic",
     "schedulezero_operator", "schedulezero_handler.http_server", "zmq.asyncio",
     "concurrent.futures.thread", "datetime",
+    "shutil", "bz2", "lzma",  # argparse's stock help formatter would import them
 ]
 
 
