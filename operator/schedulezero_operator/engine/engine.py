@@ -28,7 +28,7 @@ from .handlers import PROBE_EVERY, HandlerRegistry
 from .observer import NullObserver, Observer
 from .ports import DispatcherPort, KubePort
 from .runs import RunExecutor
-from .schedules import ScheduleRunner
+from .schedules import ScheduleRunner, kept_body
 from .writer import WRITE_BURST, WRITE_RATE
 
 log = logging.getLogger("schedulezero.engine")
@@ -166,7 +166,7 @@ class Engine:
         if not self._holds(*key):
             if key in self.schedules:
                 self.schedules.pop(key).delete()
-            self._bodies[key] = body
+            self._bodies[key] = kept_body(body, with_status=True)
             return
         self._bodies.pop(key, None)
         runner = self.schedules.get(key)

@@ -61,7 +61,7 @@ class ScheduleRunner:
         meta = body["metadata"]
         record = compact(status.load(ScheduleStatus, body.get("status")))
         self.s = s = ScheduleState(meta["namespace"], meta["name"], meta["uid"],
-                                   _without_status(body), record,
+                                   kept_body(body), record,
                                    resource_version=meta.get("resourceVersion"))
         if record.claim is not None and record.claim.holder != ctx.identity:
             # A predecessor's (restart, failover): the Lease already says it is gone.
@@ -93,7 +93,7 @@ class ScheduleRunner:
         s = self.s
         meta = body["metadata"]
         generation = int(meta.get("generation") or 0)
-        s.body = _without_status(body)
+        s.body = kept_body(body)
         if generation != s.generation:
             s.resource_version = meta.get("resourceVersion")
             self._configure(body, generation, first=False)
@@ -303,10 +303,30 @@ class ScheduleRunner:
         return {**self.s.body, "status": status.document(self.status())}
 
 
-def _without_status(body: dict[str, Any]) -> dict[str, Any]:
-    """The object as the runner keeps it: the status is in its record (and is most of
-    an object's size once written)."""
-    return {k: v for k, v in body.items() if k != "status"}
+# kubectl's copy of the whole object as last applied (`kubectl apply`, and GitOps
+# tools that apply client-side): as large as the spec again, read by kubectl only.
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+
+
+def kept_body(body: dict[str, Any], *, with_status: bool = False) -> dict[str, Any]:
+    """An object as the engine keeps it between watch events.
+
+    Not ``metadata.managedFields``, the API server's record of which client set which
+    field: a nested dict per field, for the creator's spec and for our own status
+    writes, that nothing here reads and that cost more than the rest of a stored
+    Schedule (most of what a restarted operator held beyond a fresh one). Not kubectl's
+    last-applied copy either. And, for a runner, not the status: it is in its record.
+    Shallow: the spec and the remaining metadata are the watch event's own dicts.
+    """
+    meta = body.get("metadata") or {}
+    annotations = meta.get("annotations")
+    kept_meta = {k: v for k, v in meta.items() if k != "managedFields"}
+    if annotations and LAST_APPLIED in annotations:
+        kept_meta["annotations"] = {k: v for k, v in annotations.items() if k != LAST_APPLIED}
+    kept = {k: v for k, v in body.items() if k != "metadata"
+            and (with_status or k != "status")}
+    kept["metadata"] = kept_meta
+    return kept
 
 
 def _run_now_value(body: dict[str, Any]) -> str | None:

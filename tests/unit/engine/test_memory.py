@@ -7,6 +7,7 @@ and a hand-over that keeps what the next holder (or we, getting it back) start f
 from __future__ import annotations
 
 import asyncio
+import copy
 import datetime as dt
 
 from schedulezero_operator.api.models import ScheduleSpec
@@ -121,3 +122,39 @@ async def test_what_a_runner_keeps_is_compact() -> None:
         runs = a.record.recent_runs + b.record.recent_runs
         assert len(runs) >= 2
         assert len({id(r.__pydantic_fields_set__) for r in runs}) == 1
+
+
+MANAGED = [{"manager": "kubectl-client-side-apply", "operation": "Update",
+            "apiVersion": "schedulezero.io/v1alpha1", "fieldsType": "FieldsV1",
+            "fieldsV1": {"f:spec": {".": {}, "f:handler": {}, "f:interval": {}}}},
+           {"manager": "kopf", "operation": "Update", "subresource": "status",
+            "fieldsV1": {"f:status": {".": {}, "f:claim": {".": {}, "f:holder": {}}}}}]
+
+
+@virtual_time
+async def test_api_bookkeeping_is_not_kept_held_or_not() -> None:
+    """managedFields and kubectl's last-applied copy are dropped from what the engine
+    keeps (they cost more than the rest of a stored Schedule); other annotations stay."""
+    kube = FakeKube()
+    handler(kube)
+    for name in ("mine", "theirs"):
+        schedule(kube, name, annotations={
+            "kubectl.kubernetes.io/last-applied-configuration": '{"spec": "..."}' * 20,
+            "team": "ops"})
+        kube.obj("schedules", name)["metadata"]["managedFields"] = MANAGED
+    async with Operator(kube) as op:
+        op.engine.set_fence(lambda namespace, name: name == "mine",
+                            holds=lambda namespace, name: name == "mine")
+        op.engine.rebalance()
+        await asyncio.sleep(1.5)
+        for name in ("mine", "theirs"):  # a watch event after the fence was set
+            op.engine.upsert_schedule(copy.deepcopy(kube.obj("schedules", name)))
+        kept = [op.engine.schedules[("default", "mine")].s.body,
+                op.engine._bodies[("default", "theirs")]]
+        for body in kept:
+            assert "managedFields" not in body["metadata"]
+            assert body["metadata"]["annotations"] == {"team": "ops"}
+            assert body["spec"]["handler"] == "h"
+        assert "status" not in kept[0] and kept[1]["metadata"]["uid"]
+    # The stored object itself is untouched (kept bodies are shallow copies).
+    assert kube.obj("schedules", "mine")["metadata"]["managedFields"] == MANAGED
