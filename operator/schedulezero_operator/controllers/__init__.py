@@ -108,11 +108,11 @@ async def _startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -
     safe_decode.install()  # before any watch starts: no stored object can crash us
     settings.peering.standalone = True  # leader election is ours (a Lease), not peering
     settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
     # The initial LIST in pages: kopf otherwise lists every object at once, and at
     # 10,000 stored Schedules that one response (and its decoded dicts) is a peak of
     # tens of MiB that the process keeps as RSS after it is freed (fragmentation).
     settings.watching.chunk_size = LIST_CHUNK
-    settings.watching.client_timeout = 330
     settings.posting.level = logging.WARNING
     rt = runtime(memo)
     opts = rt.options

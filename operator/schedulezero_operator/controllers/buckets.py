@@ -34,6 +34,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from ..engine.ports import Conflict, NotFound
+from .apiclient import ApiClient
 
 log = logging.getLogger("schedulezero.buckets")
 
@@ -311,7 +312,7 @@ def _spec(lease: dict[str, Any]) -> dict[str, Any]:
 class Leases:
     """:class:`LeaseApi` over the API client (``coordination.k8s.io/v1``)."""
 
-    def __init__(self, api: Any) -> None:
+    def __init__(self, api: ApiClient) -> None:
         self.api = api
 
     @staticmethod

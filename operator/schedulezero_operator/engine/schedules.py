@@ -312,10 +312,11 @@ def kept_body(body: dict[str, Any], *, with_status: bool = False) -> dict[str, A
     """An object as the engine keeps it between watch events.
 
     Not ``metadata.managedFields``, the API server's record of which client set which
-    field: a nested dict per field, for the creator's spec and for our own status
-    writes, that nothing here reads and that cost more than the rest of a stored
-    Schedule (most of what a restarted operator held beyond a fresh one). Not kubectl's
-    last-applied copy either. And, for a runner, not the status: it is in its record.
+    field (a nested dict per field, per manager), nor kubectl's last-applied copy of
+    the whole object: nothing here reads them. In ``bench/fleet.py``'s fleet (one
+    creating client, one status manager, no kubectl) dropping them was not measurable;
+    objects applied by kubectl or GitOps tools, or touched by several managers, carry
+    much more of both. And, for a runner, not the status: it is in its record.
     Shallow: the spec and the remaining metadata are the watch event's own dicts.
     """
     meta = body.get("metadata") or {}
