@@ -37,6 +37,7 @@ from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
 from schedulezero_handler import HandlerServer, ServeOptions, method
 from schedulezero_handler import protocol as p
+from schedulezero_handler.zmq_server import HARD_LIMIT_FACTOR
 from schedulezero_operator.dispatch import Dispatcher, DispatchResult, Endpoint
 
 from .wire_fakes import (
@@ -49,6 +50,10 @@ from .wire_fakes import (
 )
 
 MAX_REQUEST = 16 << 10  # small, so TooLarge is reachable with cheap examples
+# A ZMQ frame over this is dropped by libzmq with its connection, by design (protocol:
+# the one input not answered; test_wire_regressions covers it). The strategies can
+# build one (an 80 KB deepened body was seen): the "one reply" tests leave it out.
+ZMQ_DROPPED_OVER = HARD_LIMIT_FACTOR * MAX_REQUEST
 REPLY_WITHIN = 5.0  # seconds; every message must be answered within this
 FUZZ = settings(max_examples=200, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -310,6 +315,7 @@ def exchange(ctx: zmq.Context[Any], port: int, kind: int, frames: list[bytes]) -
 @given(frames=frame_lists)
 def test_zmq_dealer_messages_always_get_one_reply(sdk: HandlerServer, zctx: zmq.Context[Any],
                                                   frames: list[bytes]) -> None:
+    assume(all(len(f) <= ZMQ_DROPPED_OVER for f in frames))
     reply = exchange(zctx, zmq_port(sdk), zmq.DEALER, frames)
     delimited = frames[0] == b""
     assert len(reply) == (2 if delimited else 1) and (not delimited or reply[0] == b"")
@@ -323,6 +329,7 @@ def test_zmq_req_messages_always_get_one_reply(sdk: HandlerServer, zctx: zmq.Con
                                                frames: list[bytes]) -> None:
     """A REQ peer (ScheduleZero's server) is wedged for good if a request goes unanswered."""
     assume(frames[0] != b"")  # an empty first frame reads as a second delimiter
+    assume(all(len(f) <= ZMQ_DROPPED_OVER for f in frames))
     reply = exchange(zctx, zmq_port(sdk), zmq.REQ, frames)
     assert len(reply) == 1
     check_answer(frames[0], reply[0])
