@@ -8,7 +8,9 @@ handler process. Mixes (``--mix``):
 
 - ``interval``: every Schedule ``interval: <period>``;
 - ``cron``: a third ``interval: 2s``, a third ``*/2 * * * * *`` (6-field cron),
-  a third ``* * * * *`` — the last third all due at second 0 of each minute;
+  a third ``* * * * *`` — the last third all due at second 0 of each minute; half of
+  each cron third has a DST ``timeZone`` (``CRON_ZONES``), so zoned next-fire math
+  is on the path too (their offsets are whole half hours: same instants as UTC);
 - ``burst``: every Schedule ``* * * * *``: N runs due at the same second; reports
   the spread between the first and the last receipt of each burst.
 
@@ -53,13 +55,28 @@ def api_writes(api: client.ApiClient) -> tuple[int, int]:
     return status, sum(n for (verb, _, _), n in counts.items() if verb in WRITE_VERBS)
 
 
+# Zones with daylight saving time for the cron mix: Berlin shifts by an hour, Lord
+# Howe by half an hour.
+CRON_ZONES = ("Europe/Berlin", "Australia/Lord_Howe")
+
+
 def spec_for(mix: str, i: int, period: str) -> dict[str, Any]:
     base: dict[str, Any] = {"handler": "h", "method": "heartbeat"}
-    if mix == "burst" or (mix == "cron" and i % 3 == 2):
+    if mix == "burst":
         return {**base, "schedule": "* * * * *"}
-    if mix == "cron" and i % 3 == 1:
-        return {**base, "schedule": "*/2 * * * * *"}
+    if mix == "cron" and i % 3:
+        cron = {**base, "schedule": "* * * * *" if i % 3 == 2 else "*/2 * * * * *"}
+        if (i // 3) % 2:
+            cron["timeZone"] = CRON_ZONES[i % 3 - 1]
+        return cron
     return {**base, "interval": period if mix == "interval" else "2s"}
+
+
+def trigger_label(spec: dict[str, Any]) -> str:
+    if "interval" in spec:
+        return f"interval {spec['interval']}"
+    zone = spec.get("timeZone")
+    return f"{spec['schedule']} {zone}" if zone else str(spec["schedule"])
 
 
 def expected_slots(spec: dict[str, Any], created: float, start: float, end: float) -> int:
@@ -216,8 +233,7 @@ def bench(args: argparse.Namespace, work: Path, api: client.ApiClient) -> dict[s
         by_kind: dict[str, list[float]] = {}
         for r, late in zip(in_window, lateness, strict=True):
             spec = specs[r["schedule"].split("/", 1)[1]]
-            by_kind.setdefault(spec.get("schedule") or f"interval {spec['interval']}",
-                               []).append(late)
+            by_kind.setdefault(trigger_label(spec), []).append(late)
         bursts: dict[str, list[float]] = {}
         for r in in_window:
             if specs[r["schedule"].split("/", 1)[1]].get("schedule") == "* * * * *":
