@@ -2,10 +2,14 @@
 
 Three processes, each measured (VmRSS) once it is listening, has answered a
 health request and has sat idle for a second, ``--runs`` times (median and
-spread reported):
+spread reported). They run in a fresh virtualenv holding only the project's
+wheel and pyzmq, as the handler image installs them (``python -m venv
+--without-pip``, a built wheel, no ``.pth`` files): the development venv's
+editable install imports pathlib, urllib.parse and more in ``site`` before any
+code runs, which would hide what the SDK itself loads.
 
-- ``handler``: ``python -m schedulezero_handler examples.handlers.echo:Echo
-  --protocol zmq`` (what a handler pod runs);
+- ``handler``: ``schedulezero-handler examples.handlers.echo:Echo --protocol
+  zmq`` (the image's entry point, as a handler pod runs it);
 - ``floor``: asyncio (with ssl deferred, as the SDK imports it) and pyzmq serving
   one ROUTER socket from the loop, no SDK: what any asyncio ZMQ server in this
   interpreter costs, so ``handler - floor`` is the SDK's own share;
@@ -26,6 +30,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -91,17 +96,32 @@ def answers_health(port: int, timeout: float = 10.0) -> None:
         ctx.destroy(0)
 
 
-def measure(kind: str) -> float:
+def install_venv(root: Path) -> Path:
+    """A venv with the project's wheel and this pyzmq, nothing else; returns its bin/."""
+    wheels = root / "wheels"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w",
+                    str(wheels), str(REPO), f"pyzmq=={zmq.__version__}"], check=True)
+    venv = root / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"),
+                    "install", "--quiet", "--no-index", "--find-links", str(wheels),
+                    "schedulezero", "pyzmq"], check=True)
+    return venv / "bin"
+
+
+def measure(kind: str, bin_dir: Path) -> float:
     port = free_port()
     if kind == "handler":
-        argv = ["-m", "schedulezero_handler", "examples.handlers.echo:Echo", "--protocol",
-                "zmq", "--bind", "127.0.0.1", "--port", str(port), "--concurrency", "4",
-                "--log-level", "WARNING"]
+        argv = [str(bin_dir / "schedulezero-handler"), "examples.handlers.echo:Echo",
+                "--protocol", "zmq", "--bind", "127.0.0.1", "--port", str(port),
+                "--concurrency", "4", "--log-level", "WARNING"]
     elif kind == "floor":
-        argv = ["-c", FLOOR, f"tcp://127.0.0.1:{port}"]
+        argv = [str(bin_dir / "python"), "-c", FLOOR, f"tcp://127.0.0.1:{port}"]
     else:
-        argv = ["-c", IDLE]
-    proc = subprocess.Popen([sys.executable, *argv], cwd=REPO, stdout=subprocess.DEVNULL,
+        argv = [str(bin_dir / "python"), "-c", IDLE]
+    # The repository is on PYTHONPATH for the example handler only: the SDK is the
+    # venv's installed copy (handler_sdk/ is not a package root on the path).
+    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL,
                             env={**os.environ, "PYTHONPATH": str(REPO)})
     try:
         if kind == "interpreter":
@@ -120,9 +140,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     samples: dict[str, list[float]] = {"handler": [], "floor": [], "interpreter": []}
-    for _ in range(args.runs):  # interleaved, so background load hits all three alike
-        for kind in samples:
-            samples[kind].append(measure(kind))
+    with tempfile.TemporaryDirectory(prefix="sdk-rss-") as tmp:
+        bin_dir = install_venv(Path(tmp))
+        for _ in range(args.runs):  # interleaved, so background load hits all three alike
+            for kind in samples:
+                samples[kind].append(measure(kind, bin_dir))
     result: dict[str, Any] = {
         kind: {"median_mib": statistics.median(v), "min_mib": min(v), "max_mib": max(v),
                "runs_mib": v}
@@ -130,7 +152,8 @@ def main() -> None:
     }
     result["sdk_share_mib"] = result["handler"]["median_mib"] - result["floor"]["median_mib"]
     result["machine"] = {"python": platform.python_version(), "pyzmq": zmq.__version__,
-                         "libzmq": zmq.zmq_version(), "executable": sys.executable}
+                         "libzmq": zmq.zmq_version(), "base_executable": sys.executable,
+                         "install": "fresh venv --without-pip, project wheel + pyzmq"}
     result["when"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     for kind in samples:
         r = result[kind]

@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from dataclasses import dataclass
 from typing import Any
 
 from . import protocol as p
@@ -69,13 +68,17 @@ class _BadHttp(Exception):
         self.error_type = error_type
 
 
-@dataclass
 class _Request:
-    verb: str
-    target: str
-    version: str
-    headers: dict[str, str]
-    body: bytes = b""
+    """A request being read: the body is filled in after the headers."""
+
+    __slots__ = ("body", "headers", "target", "verb", "version")
+
+    def __init__(self, verb: str, target: str, version: str, headers: dict[str, str]) -> None:
+        self.verb = verb
+        self.target = target
+        self.version = version
+        self.headers = headers
+        self.body = b""
 
 
 class HttpServer:

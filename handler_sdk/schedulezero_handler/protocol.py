@@ -104,8 +104,7 @@ import json
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 VERSION = 1
 MAX_REQUEST_BYTES = 1 << 20
@@ -324,8 +323,9 @@ def plainly_decodable(value: Any, body: bytes) -> bool:
 
 
 # -- requests -------------------------------------------------------------------
-@dataclass(frozen=True)
-class Request:
+class Request(NamedTuple):
+    """One parsed request (a NamedTuple: the SDK does not import ``dataclasses``)."""
+
     type: str
     id: str
     run_id: str | None = None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import site
 import socket
 import subprocess
 import sys
@@ -26,15 +27,23 @@ NOT_FOR_A_ZMQ_HANDLER = [
     "schedulezero_operator", "schedulezero_handler.http_server", "zmq.asyncio",
     "concurrent.futures.thread", "datetime",
     "shutil", "bz2", "lzma",  # argparse's stock help formatter would import them
+    "pathlib", "urllib.parse", "ipaddress",  # ~0.8 MiB together; the CLI reads one file
+    "argparse", "gettext", "dataclasses",  # see schedulezero_handler._cli, ServeOptions
 ]
 
 
 def run_python(code: str, timeout: float = 60) -> dict[str, object]:
-    """Run ``code`` in a fresh interpreter; it prints one JSON line last."""
+    """Run ``code`` in a fresh interpreter; it prints one JSON line last.
+
+    With ``-S`` and site-packages on PYTHONPATH: the interpreter imports what an
+    installed handler does, without the ``.pth`` files of this development venv (its
+    editable install imports pathlib, urllib.parse, re and more before any code runs,
+    which would hide those imports in the SDK).
+    """
+    path = [str(REPO), str(REPO / "handler_sdk"), *site.getsitepackages()]
     out = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)], cwd=REPO, capture_output=True,
-        text=True, timeout=timeout,
-        env={**os.environ, "PYTHONPATH": f"{REPO}:{REPO / 'handler_sdk'}"},
+        [sys.executable, "-S", "-c", textwrap.dedent(code)], cwd=REPO, capture_output=True,
+        text=True, timeout=timeout, env={**os.environ, "PYTHONPATH": os.pathsep.join(path)},
     )
     assert out.returncode == 0, out.stderr[-3000:]
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
