@@ -71,7 +71,7 @@ def test_a_full_handler_status_survives_the_api_server_unchanged() -> None:
     view = SimpleNamespace(
         invalid=None, source="template", known_endpoints=["a", "b"], methods=["m"],
         deployment="d", desired=3, replicas=2, pod_count=2, workload_error=None,
-        last_scale_time=NOW, ready=["pod-1"], in_flight=4, queued=5, down={},
+        last_scale_time=NOW, ready=["pod-1"], shown_levels=(4, 5), down={},
         probe_verb="ping", registered=[RegisteredHandler(
             endpoint="10.0.0.1:4244", handler_id="ding-aling", methods=["ping", "chime"],
             registered_time=T, last_heartbeat=T, status="offline")])

@@ -345,8 +345,10 @@ class HandlerStatus(_Model):
     registered: list[RegisteredHandler] | None = Field(
         None, description="ScheduleZero handlers at these endpoints that "
         "registered with the operator (--legacy-registry-port).")
-    in_flight: int = 0
-    queued: int = 0
+    in_flight: int = Field(default=0, description="Jobs in flight, sampled at most every 5 s "
+                           "(live: the schedulezero_inflight metric).")
+    queued: int = Field(default=0, description="Runs waiting for a free endpoint slot, sampled "
+                        "at most every 5 s (live: the schedulezero_queued metric).")
     replicas: int | None = None
     ready_replicas: int | None = None
     desired_replicas: int | None = None

@@ -47,6 +47,10 @@ class HandlerState:
     last_scale_time: dt.datetime | None = None
     workload_error: str | None = None
     last_status: HandlerStatus | None = None  # as written: conditions keep their times
+    # status.inFlight / status.queued: the levels as last sampled, and whether a sample
+    # is pending (HandlerRegistry._sample_levels)
+    shown_levels: tuple[int, int] = (0, 0)
+    sampling: bool = False
     # what the status writer needs (a ``writer.Target``)
     plural: str = "handlers"
     min_interval: float = 0.0

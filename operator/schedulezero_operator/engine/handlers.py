@@ -54,6 +54,8 @@ PROBE_CONCURRENCY = 64  # Handlers probed at once
 # A heartbeat alone (ScheduleZero pings every ~30 s) rewrites a Handler's status at
 # most this often; register and report_status are written at once.
 HEARTBEAT_WRITE_EVERY = 60.0
+# A Handler's status.inFlight / status.queued lag the real levels by at most this.
+LEVELS_WRITE_EVERY = 5.0
 MAX_REGISTERED_SHOWN = 32  # registrations listed on one Handler
 
 
@@ -93,8 +95,30 @@ class HandlerRegistry:
         return h is not None and h.body is not None
 
     def _demand_changed(self, h: HandlerState) -> None:
-        self.ctx.writer.mark(h)
+        if not h.sampling:
+            h.sampling = True
+            self.ctx.tasks.spawn(self._sample_levels(h))
         self._on_demand()
+
+    async def _sample_levels(self, h: HandlerState) -> None:
+        """Show the jobs in flight and queued in the status ``LEVELS_WRITE_EVERY`` after
+        they changed, if they still differ from what it shows.
+
+        Written on every change, each run would cost its Handler two writes (up, then
+        down) on top of its Schedule's one; sampled, a run shorter than the period
+        (a burst sent a second ahead of its slot is in flight for that second) costs
+        none. Other status writes in between carry the levels as last sampled. The
+        live values are in the metrics (``schedulezero_inflight``, ``_queued``), and
+        the scaler reads them directly.
+        """
+        try:
+            await asyncio.sleep(LEVELS_WRITE_EVERY)
+        finally:
+            h.sampling = False
+        levels = (h.in_flight, h.queued)
+        if levels != h.shown_levels:
+            h.shown_levels = levels
+            self.ctx.writer.mark(h)
 
     # -- watch events -------------------------------------------------------------
     def upsert(self, body: dict[str, Any]) -> None:
@@ -155,8 +179,9 @@ class HandlerRegistry:
             self._on_change(namespace, name)
 
     def _endpoints_changed(self, h: HandlerState) -> None:
-        """A Deployment's Ready pods changed (``deployments``)."""
+        """A Deployment's pods changed (``deployments``): status shows the Ready ones."""
         self._by_address = None
+        self.ctx.writer.mark(h)
         self._on_change(h.namespace, h.name)
 
     # -- endpoints ------------------------------------------------------------------

@@ -219,11 +219,8 @@ class HandlerView(Protocol):
     @property
     def ready(self) -> list[str]: ...
 
-    @property
-    def in_flight(self) -> int: ...
-
-    @property
-    def queued(self) -> int: ...
+    # (jobs in flight, queued) as the status shows them: sampled, not live
+    shown_levels: tuple[int, int]
 
 
 def reasons_text(reasons: dict[str, str], limit: int = 5) -> str:
@@ -248,11 +245,12 @@ def handler_status(h: HandlerView, *, now: dt.datetime,
                          if prev is not None and prev.status == status else iso(now))
 
     registered = h.registered or None  # left out of status when there are none
+    in_flight, queued = h.shown_levels
     if h.invalid is not None:
         return HandlerStatus(
             conditions=[cond("Available", False, "InvalidHandler", h.invalid),
                         cond("Degraded", True, "InvalidHandler", h.invalid)],
-            ready="0/0", queued=h.queued, registered=registered)
+            ready="0/0", queued=queued, registered=registered)
     ready, known = h.ready, len(h.known_endpoints)
     available = bool(ready)
     if h.source == "endpoints":
@@ -269,7 +267,7 @@ def handler_status(h: HandlerView, *, now: dt.datetime,
                      if down else f"every endpoint answers {verb}"),
             ],
             ready_endpoints=ready, ready=f"{len(ready)}/{known}", methods=h.methods,
-            in_flight=h.in_flight, queued=h.queued, registered=registered)
+            in_flight=in_flight, queued=queued, registered=registered)
     desired = h.desired if h.desired is not None else h.replicas
     progressing = desired is not None and len(ready) != desired
     return HandlerStatus(
@@ -285,6 +283,6 @@ def handler_status(h: HandlerView, *, now: dt.datetime,
         ],
         ready_endpoints=ready,
         ready=f"{len(ready)}/{desired if desired is not None else h.pod_count}",
-        methods=h.methods, in_flight=h.in_flight, queued=h.queued, replicas=h.pod_count,
+        methods=h.methods, in_flight=in_flight, queued=queued, replicas=h.pod_count,
         ready_replicas=len(ready), desired_replicas=desired,
         last_scale_time=iso_or_none(h.last_scale_time), registered=registered)

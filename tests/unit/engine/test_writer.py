@@ -6,9 +6,10 @@ import asyncio
 import datetime as dt
 
 import pytest
+from schedulezero_operator.engine.handlers import LEVELS_WRITE_EVERY
 from schedulezero_operator.engine.writer import MIN_WRITE_INTERVAL
 
-from ...fakes import T0, FakeKube, until, virtual_time
+from ...fakes import T0, FakeDispatcher, FakeKube, Reply, until, virtual_time
 from .harness import Operator, handler, schedule
 
 RUN_NOW = "schedulezero.io/run-now"
@@ -248,3 +249,33 @@ async def test_a_handler_recheck_that_changes_nothing_marks_no_schedule_dirty() 
             op.engine.upsert_handler(kube.obj("handlers", "h"))
             await asyncio.sleep(1)
     assert marks == []
+
+
+@virtual_time
+async def test_a_handler_samples_its_load_so_a_short_run_costs_it_no_write() -> None:
+    """A run moves the Handler's inFlight up and down; written on every change that was
+    two Handler writes per run on top of the Schedule's one. Sampled every
+    LEVELS_WRITE_EVERY seconds, a run shorter than that (here 1 s, as long as a burst
+    sent a second ahead of its slot is held) is never seen in the status, and a long
+    one is, within that time of its start and of its end."""
+    kube = FakeKube()
+    handler(kube)
+    schedule(kube, "s", interval="30s")
+    async with Operator(kube, FakeDispatcher(default=Reply(delay=1.0))) as op:
+        await until("handler status", lambda: kube.status("h", "handlers").get("ready"))
+        await asyncio.sleep(1)
+        before = kube.writes[("handlers", "h")]
+        await until("3 runs", lambda: len(op.dispatcher.calls) >= 3, timeout=100)
+        await asyncio.sleep(LEVELS_WRITE_EVERY + 1)
+        assert kube.writes[("handlers", "h")] == before, "short runs wrote the Handler"
+        assert kube.status("h", "handlers").get("inFlight", 0) == 0
+
+        op.dispatcher.on("*", Reply(delay=20))
+        await until("a 4th run", lambda: len(op.dispatcher.calls) >= 4, timeout=40)
+        started = op.dispatcher.calls[-1].at
+        loop = asyncio.get_running_loop()
+        await until("inFlight 1", lambda: kube.status("h", "handlers").get("inFlight") == 1)
+        assert loop.time() - started <= LEVELS_WRITE_EVERY + 0.5
+        await until("inFlight 0", lambda: kube.status("h", "handlers").get("inFlight", 0) == 0)
+        assert loop.time() - (started + 20) <= LEVELS_WRITE_EVERY + 0.5
+    assert kube.writes[("handlers", "h")] - before == 2, "one write up, one down"
