@@ -1,8 +1,15 @@
 """Firing benchmark: N Schedules on the local control plane, any trigger mix.
 
 Measures, from the handler's own receipts, fire lateness (scheduled time ->
-handler receipt) p50/p99/max, missed and duplicated slots, the API load (status
-PATCHes counted by the API server's own metrics) and the operator's CPU and RSS.
+handler receipt) p50/p99/max, missed and duplicated slots, the API load (writes
+counted by the API server's own metrics, by resource) and the operator's CPU and RSS.
+
+API writes are attributed. Before any operator starts, the control plane alone is
+measured for ``--baseline`` seconds (its node agent's heartbeats, its own Leases);
+that rate is taken off the window's writes, per resource, which leaves the
+operator's. Of those, its Lease renewals are a fixed cost per second (one per held
+Lease each ``leaseRenewSeconds``, however many Schedules fire) and are reported
+apart, as writes per second; everything else (status, Events) is the cost per fire.
 The whole stack is real: etcd, kube-apiserver, the operator process, an SDK
 handler process. Mixes (``--mix``):
 
@@ -53,6 +60,44 @@ def api_writes(api: client.ApiClient) -> tuple[int, int]:
     status = sum(n for (verb, resource, sub), n in counts.items()
                  if verb == "PATCH" and resource == "schedules" and sub == "status")
     return status, sum(n for (verb, _, _), n in counts.items() if verb in WRITE_VERBS)
+
+
+def writes_by_resource(api: client.ApiClient) -> dict[str, int]:
+    """Mutating requests so far, by ``resource`` or ``resource/subresource``."""
+    out: dict[str, int] = {}
+    for (verb, resource, sub), n in api_requests(api).items():
+        if verb in WRITE_VERBS:
+            key = f"{resource}/{sub}" if sub else resource
+            out[key] = out.get(key, 0) + n
+    return out
+
+
+def delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
+    return {k: after.get(k, 0) - before.get(k, 0) for k in sorted(set(after) | set(before))
+            if after.get(k, 0) != before.get(k, 0)}
+
+
+# What the operator writes (with RBAC to match); anything else in the window (nodes,
+# endpoints) is the control plane's own.
+OPERATOR_RESOURCES = ("schedules", "handlers", "events", "leases", "deployments")
+
+
+def attribute_writes(window: dict[str, int], window_s: float, baseline: dict[str, int],
+                     baseline_s: float, fires: int) -> dict[str, Any]:
+    """The operator's share of the window's writes: its resources only, less the
+    control plane's own rate on them (from the baseline: its Leases, its Events);
+    Lease renewals are counted apart."""
+    operator = {k: max(0.0, n - baseline.get(k, 0) * window_s / baseline_s)
+                for k, n in window.items() if k.split("/")[0] in OPERATOR_RESOURCES}
+    leases = operator.get("leases", 0.0)
+    per_fire = sum(operator.values()) - leases
+    return {
+        "control_plane_writes_per_s": {k: n / baseline_s for k, n in baseline.items()},
+        "operator_writes": {k: round(n, 1) for k, n in operator.items() if n >= 0.5},
+        "operator_writes_per_fire": sum(operator.values()) / max(1, fires),
+        "operator_writes_per_fire_without_leases": per_fire / max(1, fires),
+        "operator_lease_writes_per_s": leases / window_s,
+    }
 
 
 # Zones with daylight saving time for the cron mix: Berlin shifts by an hour, Lord
@@ -151,6 +196,9 @@ def main() -> None:
     parser.add_argument("--replicas", type=int, default=1,
                         help="operator replicas, elected as the chart runs them (>1: "
                         "sharded into 4 buckets per replica)")
+    parser.add_argument("--baseline", type=float, default=20,
+                        help="seconds the control plane is measured alone, before any "
+                        "operator starts (its own writes are taken off the operator's)")
     parser.add_argument("--name", help="results file stem (default firing-<mix>-<N>)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="sz-bench-"))
@@ -169,6 +217,10 @@ def bench(args: argparse.Namespace, work: Path, api: client.ApiClient) -> dict[s
         handler = HandlerProcess(work, concurrency=1024)
         handler.argv += ["--log-level", "WARNING"]
         handler.start()
+        baseline_s = getattr(args, "baseline", 20.0)
+        baseline_before = writes_by_resource(api)
+        time.sleep(baseline_s)
+        baseline = delta(writes_by_resource(api), baseline_before)
         replicas = getattr(args, "replicas", 1)
         for i in range(replicas):
             # Elected as the chart runs it (one bucket per replica; four each when
@@ -201,6 +253,7 @@ def bench(args: argparse.Namespace, work: Path, api: client.ApiClient) -> dict[s
         others = process_roles(handler)
         window_start = time.time()
         writes_before, all_writes_before = api_writes(api)
+        by_resource_before = writes_by_resource(api)
         usage_before = [proc_cpu_rss(pid) for pid in pids]
         others_before = {role: proc_cpu_rss(pid)[0] for role, pid in others.items()}
         machine_before = machine_cpu()
@@ -208,6 +261,7 @@ def bench(args: argparse.Namespace, work: Path, api: client.ApiClient) -> dict[s
         machine_after = machine_cpu()
         window_end = time.time()
         writes_after, all_writes_after = api_writes(api)
+        window_writes = delta(writes_by_resource(api), by_resource_before)
         writes, all_writes = writes_after - writes_before, all_writes_after - all_writes_before
         usage_after = [proc_cpu_rss(pid) for pid in pids]
         others_after = {role: proc_cpu_rss(pid)[0] for role, pid in others.items()}
@@ -254,6 +308,9 @@ def bench(args: argparse.Namespace, work: Path, api: client.ApiClient) -> dict[s
             "burst_spread_max_ms": max(spreads) if spreads else None,
             "status_patches": writes, "patches_per_run": writes / max(1, len(in_window)),
             "api_writes": all_writes, "api_writes_per_fire": all_writes / max(1, len(in_window)),
+            "writes_by_resource": window_writes,
+            **attribute_writes(window_writes, window_end - window_start, baseline, baseline_s,
+                               len(in_window)),
             "operator_cpu_percent": 100 * (cpu_after - cpu_before) / (window_end - window_start),
             "operator_rss_mib": rss_after, "operator_rss_start_mib": rss_before,
             "create_seconds": created_s, "cpus": os.cpu_count(), "replicas": len(operators),
@@ -267,6 +324,11 @@ def bench(args: argparse.Namespace, work: Path, api: client.ApiClient) -> dict[s
         for k, v in result.items():
             if k == "process_cpu_percent":
                 print(f"{k:>22}: " + ", ".join(f"{role} {c:.1f}" for role, c in v.items()))
+                continue
+            if k in ("writes_by_resource", "control_plane_writes_per_s", "operator_writes"):
+                print(f"{k:>22}: " + ", ".join(
+                    f"{resource} {n:.2f}" if isinstance(n, float) else f"{resource} {n}"
+                    for resource, n in v.items()))
                 continue
             if isinstance(v, dict):
                 for kind, f in v.items():
