@@ -15,6 +15,11 @@ code runs, which would hide what the SDK itself loads.
   interpreter costs, so ``handler - floor`` is the SDK's own share;
 - ``interpreter``: ``python -c`` idling, for scale.
 
+When the examples image has been built (``make images``) and ``bwrap`` is here, the
+same three run again from that image's root filesystem, as its pods run them
+(read-only root, uid 65532, the image's own Python: Debian's python3.11 when built
+here, whose interpreter links zlib and expat in and idles at a different size).
+
 Writes bench/results/sdk_rss.json. Not a test (``tests/unit/test_lean_imports.py``
 pins which modules a handler loads); this measures.
 
@@ -27,6 +32,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -109,16 +115,42 @@ def install_venv(root: Path) -> Path:
     return venv / "bin"
 
 
-def measure(kind: str, bin_dir: Path) -> float:
-    port = free_port()
+def argv_for(kind: str, bin_dir: str, port: int) -> list[str]:
     if kind == "handler":
-        argv = [str(bin_dir / "schedulezero-handler"), "examples.handlers.echo:Echo",
+        return [f"{bin_dir}/schedulezero-handler", "examples.handlers.echo:Echo",
                 "--protocol", "zmq", "--bind", "127.0.0.1", "--port", str(port),
                 "--concurrency", "4", "--log-level", "WARNING"]
-    elif kind == "floor":
-        argv = [str(bin_dir / "python"), "-c", FLOOR, f"tcp://127.0.0.1:{port}"]
-    else:
-        argv = [str(bin_dir / "python"), "-c", IDLE]
+    if kind == "floor":
+        return [f"{bin_dir}/python", "-c", FLOOR, f"tcp://127.0.0.1:{port}"]
+    return [f"{bin_dir}/python", "-c", IDLE]
+
+
+def in_image(rootfs: Path, argv: list[str]) -> list[str]:
+    """``argv`` in the image's root as its pod runs it (the node agent's bwrap, less
+    the overlay and volumes an idle handler does not touch); same network."""
+    return ["bwrap", "--ro-bind", str(rootfs), "/", "--proc", "/proc", "--dev", "/dev",
+            "--tmpfs", "/tmp", "--die-with-parent", "--unshare-pid", "--unshare-ipc",
+            "--unshare-user", "--uid", "65532", "--gid", "65532", "--chdir", "/app",
+            "--clearenv", "--setenv", "PATH", "/opt/venv/bin:/usr/bin:/bin",
+            "--setenv", "PYTHONPATH", "/app", "--setenv", "PYTHONDONTWRITEBYTECODE", "1",
+            "--setenv", "LANG", "C.UTF-8", "--", *argv]
+
+
+def python_pid(pid: int) -> int:
+    """The process that runs Python: ``pid`` itself, or bwrap's innermost child."""
+    while Path(f"/proc/{pid}/comm").read_text().strip() == "bwrap":
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        if not children:
+            break
+        pid = int(children[0])
+    return pid
+
+
+def measure(kind: str, bin_dir: str, rootfs: Path | None = None) -> float:
+    port = free_port()
+    argv = argv_for(kind, bin_dir, port)
+    if rootfs is not None:
+        argv = in_image(rootfs, argv)
     # The repository is on PYTHONPATH for the example handler only: the SDK is the
     # venv's installed copy (handler_sdk/ is not a package root on the path).
     proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL,
@@ -129,37 +161,71 @@ def measure(kind: str, bin_dir: Path) -> float:
         else:
             answers_health(port)
             time.sleep(1.0)
-        return rss_mib(proc.pid)
+        return rss_mib(python_pid(proc.pid))
     finally:
         proc.terminate()
         proc.wait(10)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=3)
-    args = parser.parse_args()
-    samples: dict[str, list[float]] = {"handler": [], "floor": [], "interpreter": []}
-    with tempfile.TemporaryDirectory(prefix="sdk-rss-") as tmp:
-        bin_dir = install_venv(Path(tmp))
-        for _ in range(args.runs):  # interleaved, so background load hits all three alike
-            for kind in samples:
-                samples[kind].append(measure(kind, bin_dir))
+def examples_rootfs() -> Path | None:
+    """The examples image's unpacked root, if built here and bwrap can run it."""
+    if shutil.which("bwrap") is None:
+        return None
+    from schedulezero_testcluster import imagestore
+
+    entry = imagestore.lookup("localhost/schedulezero/examples:0.1.0")
+    return imagestore.rootfs(entry) if entry is not None else None
+
+
+def summary(samples: dict[str, list[float]]) -> dict[str, Any]:
     result: dict[str, Any] = {
         kind: {"median_mib": statistics.median(v), "min_mib": min(v), "max_mib": max(v),
                "runs_mib": v}
         for kind, v in samples.items()
     }
     result["sdk_share_mib"] = result["handler"]["median_mib"] - result["floor"]["median_mib"]
+    return result
+
+
+def show(title: str, result: dict[str, Any], runs: int) -> None:
+    print(title)
+    for kind in ("handler", "floor", "interpreter"):
+        r = result[kind]
+        print(f"  {kind:12} idle RSS {r['median_mib']:6.1f} MiB "
+              f"(min {r['min_mib']:.1f}, max {r['max_mib']:.1f}, {runs} runs)")
+    print(f"  the SDK's own share (handler - floor): {result['sdk_share_mib']:.1f} MiB")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    kinds = ("handler", "floor", "interpreter")
+    samples: dict[str, list[float]] = {kind: [] for kind in kinds}
+    with tempfile.TemporaryDirectory(prefix="sdk-rss-") as tmp:
+        bin_dir = str(install_venv(Path(tmp)))
+        for _ in range(args.runs):  # interleaved, so background load hits all three alike
+            for kind in kinds:
+                samples[kind].append(measure(kind, bin_dir))
+    result = summary(samples)
+    rootfs = examples_rootfs()
+    if rootfs is not None:
+        image: dict[str, list[float]] = {kind: [] for kind in kinds}
+        for _ in range(args.runs):
+            for kind in kinds:
+                image[kind].append(measure(kind, "/opt/venv/bin", rootfs))
+        result["examples_image"] = {**summary(image), "rootfs": str(rootfs)}
     result["machine"] = {"python": platform.python_version(), "pyzmq": zmq.__version__,
                          "libzmq": zmq.zmq_version(), "base_executable": sys.executable,
                          "install": "fresh venv --without-pip, project wheel + pyzmq"}
     result["when"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    for kind in samples:
-        r = result[kind]
-        print(f"{kind:12} idle RSS {r['median_mib']:6.1f} MiB "
-              f"(min {r['min_mib']:.1f}, max {r['max_mib']:.1f}, {args.runs} runs)")
-    print(f"the SDK's own share (handler - floor): {result['sdk_share_mib']:.1f} MiB")
+    show(f"fresh venv (Python {platform.python_version()}, the project's wheel + pyzmq)",
+         result, args.runs)
+    if "examples_image" in result:
+        show("examples image (make images), run as its pods run it", result["examples_image"],
+             args.runs)
+    else:
+        print("examples image: not built here (make images) or no bwrap; not measured")
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / "sdk_rss.json"
     out.write_text(json.dumps(result, indent=2))
