@@ -78,8 +78,8 @@ bench-timing: $(STAMP) ## next-fire per second, every trigger kind (bench/result
 bench-firing: $(STAMP) binaries ## 1,000 Schedules: interval, cron mix, same-second bursts
 	$(PY) bench/firing.py --schedules 1000 --period 2s --seconds 30
 	$(PY) bench/firing.py --schedules 1000 --mix cron --seconds 70
-	$(PY) bench/firing.py --schedules 100 --mix burst --seconds 65
-	$(PY) bench/firing.py --schedules 1000 --mix burst --seconds 65
+	$(PY) bench/firing.py --schedules 100 --mix burst --seconds 60
+	$(PY) bench/firing.py --schedules 1000 --mix burst --seconds 60
 
 bench-fleet: $(STAMP) binaries ## 10,000 stored Schedules at operator start: arming time, RSS, idle CPU
 	$(PY) bench/fleet.py --schedules 10000
