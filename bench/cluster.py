@@ -45,6 +45,10 @@ def control_plane(work: Path) -> Iterator[client.ApiClient]:
             os.environ.pop("KUBECONFIG", None)
 
 
+# Mutating verbs as apiserver_request_total labels them (APPLY: server-side apply).
+WRITE_VERBS = frozenset({"POST", "PUT", "PATCH", "DELETE", "APPLY"})
+
+
 def api_requests(api: client.ApiClient) -> dict[tuple[str, str, str], int]:
     """``apiserver_request_total`` summed by (verb, resource, subresource)."""
     resp = api.call_api("GET", f"{api.configuration.host}/metrics")
@@ -58,3 +62,21 @@ def api_requests(api: client.ApiClient) -> dict[tuple[str, str, str], int]:
         key = tuple(labels.get(k, '""').strip('"') for k in ("verb", "resource", "subresource"))
         out[key] = out.get(key, 0) + int(float(line.rsplit(" ", 1)[1]))  # type: ignore[index]
     return out
+
+
+def writes_by_resource(counts: dict[tuple[str, str, str], int], *,
+                       subresources: bool = True) -> dict[str, int]:
+    """The mutating requests in ``counts`` (from ``api_requests``), by ``resource``, or
+    by ``resource/subresource`` when ``subresources``."""
+    out: dict[str, int] = {}
+    for (verb, resource, sub), n in counts.items():
+        if verb in WRITE_VERBS:
+            key = f"{resource}/{sub}" if sub and subresources else resource
+            out[key] = out.get(key, 0) + n
+    return out
+
+
+def delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
+    """Counters that moved between two readings, and by how much."""
+    return {k: after.get(k, 0) - before.get(k, 0) for k in sorted(set(after) | set(before))
+            if after.get(k, 0) != before.get(k, 0)}

@@ -47,34 +47,21 @@ sys.path[:0] = [str(REPO), str(REPO / "hack")]
 
 from kubernetes import client  # noqa: E402
 
-from bench.cluster import api_requests, control_plane, pct  # noqa: E402
+from bench.cluster import (  # noqa: E402
+    api_requests,
+    control_plane,
+    delta,
+    pct,
+    writes_by_resource,
+)
 from tests.e2e.operator_harness import HandlerProcess, OperatorProcess, ts  # noqa: E402
 from tests.faults.ledger import control_plane_pids  # noqa: E402
 
-WRITE_VERBS = {"POST", "PUT", "PATCH", "DELETE"}
 
-
-def api_writes(api: client.ApiClient) -> tuple[int, int]:
-    """(Schedule status PATCHes, all writes to any resource), from the API server."""
-    counts = api_requests(api)
-    status = sum(n for (verb, resource, sub), n in counts.items()
-                 if verb == "PATCH" and resource == "schedules" and sub == "status")
-    return status, sum(n for (verb, _, _), n in counts.items() if verb in WRITE_VERBS)
-
-
-def writes_by_resource(api: client.ApiClient) -> dict[str, int]:
-    """Mutating requests so far, by ``resource`` or ``resource/subresource``."""
-    out: dict[str, int] = {}
-    for (verb, resource, sub), n in api_requests(api).items():
-        if verb in WRITE_VERBS:
-            key = f"{resource}/{sub}" if sub else resource
-            out[key] = out.get(key, 0) + n
-    return out
-
-
-def delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
-    return {k: after.get(k, 0) - before.get(k, 0) for k in sorted(set(after) | set(before))
-            if after.get(k, 0) != before.get(k, 0)}
+def status_patches(counts: dict[tuple[str, str, str], int]) -> int:
+    """Schedule status PATCHes in ``counts`` (from ``api_requests``)."""
+    return sum(n for (verb, resource, sub), n in counts.items()
+               if verb == "PATCH" and resource == "schedules" and sub == "status")
 
 
 # What the operator writes (with RBAC to match); anything else in the window (nodes,
@@ -218,9 +205,9 @@ def bench(args: argparse.Namespace, work: Path, api: client.ApiClient) -> dict[s
         handler.argv += ["--log-level", "WARNING"]
         handler.start()
         baseline_s = getattr(args, "baseline", 20.0)
-        baseline_before = writes_by_resource(api)
+        baseline_before = writes_by_resource(api_requests(api))
         time.sleep(baseline_s)
-        baseline = delta(writes_by_resource(api), baseline_before)
+        baseline = delta(writes_by_resource(api_requests(api)), baseline_before)
         replicas = getattr(args, "replicas", 1)
         for i in range(replicas):
             # Elected as the chart runs it (one bucket per replica; four each when
@@ -261,17 +248,18 @@ def bench(args: argparse.Namespace, work: Path, api: client.ApiClient) -> dict[s
             seconds = max(60.0, round(seconds / 60) * 60)
             time.sleep((30 - time.time()) % 60)
         window_start = time.time()
-        writes_before, all_writes_before = api_writes(api)
-        by_resource_before = writes_by_resource(api)
+        counts_before = api_requests(api)  # one reading per edge for every write figure
         usage_before = [proc_cpu_rss(pid) for pid in pids]
         others_before = {role: proc_cpu_rss(pid)[0] for role, pid in others.items()}
         machine_before = machine_cpu()
         time.sleep(seconds)
         machine_after = machine_cpu()
         window_end = time.time()
-        writes_after, all_writes_after = api_writes(api)
-        window_writes = delta(writes_by_resource(api), by_resource_before)
-        writes, all_writes = writes_after - writes_before, all_writes_after - all_writes_before
+        counts_after = api_requests(api)
+        window_writes = delta(writes_by_resource(counts_after),
+                              writes_by_resource(counts_before))
+        writes = status_patches(counts_after) - status_patches(counts_before)
+        all_writes = sum(window_writes.values())
         usage_after = [proc_cpu_rss(pid) for pid in pids]
         others_after = {role: proc_cpu_rss(pid)[0] for role, pid in others.items()}
         cpu_before = sum(c for c, _ in usage_before)

@@ -172,9 +172,21 @@ def examples_rootfs() -> Path | None:
     if shutil.which("bwrap") is None:
         return None
     from schedulezero_testcluster import imagestore
+    from schedulezero_testcluster.imagebuild import IMAGES_BY_NAME
 
-    entry = imagestore.lookup("localhost/schedulezero/examples:0.1.0")
+    entry = imagestore.lookup(IMAGES_BY_NAME["examples"].ref)
     return imagestore.rootfs(entry) if entry is not None else None
+
+
+KINDS = ("handler", "floor", "interpreter")
+
+
+def collect(runs: int, bin_dir: str, rootfs: Path | None = None) -> dict[str, list[float]]:
+    samples: dict[str, list[float]] = {kind: [] for kind in KINDS}
+    for _ in range(runs):  # interleaved, so background load hits all three alike
+        for kind in KINDS:
+            samples[kind].append(measure(kind, bin_dir, rootfs))
+    return samples
 
 
 def summary(samples: dict[str, list[float]]) -> dict[str, Any]:
@@ -189,7 +201,7 @@ def summary(samples: dict[str, list[float]]) -> dict[str, Any]:
 
 def show(title: str, result: dict[str, Any], runs: int) -> None:
     print(title)
-    for kind in ("handler", "floor", "interpreter"):
+    for kind in KINDS:
         r = result[kind]
         print(f"  {kind:12} idle RSS {r['median_mib']:6.1f} MiB "
               f"(min {r['min_mib']:.1f}, max {r['max_mib']:.1f}, {runs} runs)")
@@ -200,21 +212,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    kinds = ("handler", "floor", "interpreter")
-    samples: dict[str, list[float]] = {kind: [] for kind in kinds}
     with tempfile.TemporaryDirectory(prefix="sdk-rss-") as tmp:
-        bin_dir = str(install_venv(Path(tmp)))
-        for _ in range(args.runs):  # interleaved, so background load hits all three alike
-            for kind in kinds:
-                samples[kind].append(measure(kind, bin_dir))
-    result = summary(samples)
+        result = summary(collect(args.runs, str(install_venv(Path(tmp)))))
     rootfs = examples_rootfs()
     if rootfs is not None:
-        image: dict[str, list[float]] = {kind: [] for kind in kinds}
-        for _ in range(args.runs):
-            for kind in kinds:
-                image[kind].append(measure(kind, "/opt/venv/bin", rootfs))
-        result["examples_image"] = {**summary(image), "rootfs": str(rootfs)}
+        result["examples_image"] = {**summary(collect(args.runs, "/opt/venv/bin", rootfs)),
+                                    "rootfs": str(rootfs)}
     result["machine"] = {"python": platform.python_version(), "pyzmq": zmq.__version__,
                          "libzmq": zmq.zmq_version(), "base_executable": sys.executable,
                          "install": "fresh venv --without-pip, project wheel + pyzmq"}

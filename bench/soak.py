@@ -27,12 +27,17 @@ from kubernetes import client
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[1]),
                 str(Path(__file__).resolve().parents[1] / "hack")]
-from bench.cluster import REPO, api_requests, control_plane  # noqa: E402
+from bench.cluster import (  # noqa: E402
+    REPO,
+    api_requests,
+    control_plane,
+    delta,
+    writes_by_resource,
+)
 from bench.firing import proc_cpu_rss  # noqa: E402
 from tests.e2e.operator_harness import OperatorProcess, read_records, ts  # noqa: E402
 from tests.e2e.test_handler_workloads import ready_pods, template  # noqa: E402
 
-WRITES = {"POST", "PUT", "PATCH", "DELETE", "APPLY"}
 PREFIX = "sz-soak"
 
 
@@ -159,14 +164,7 @@ def soak(args: argparse.Namespace, work: Path, api: client.ApiClient) -> None:
             else:
                 lost += int((end - start) / 2)
         window = [r for r in rows if start <= ts(r["scheduledTime"]) < end]
-        writes: dict[str, int] = {}
-        for key, n in requests_after.items():
-            verb, resource, sub = key
-            if verb in WRITES:
-                d = n - requests_before.get(key, 0)
-                if d:
-                    label = f"{resource}/{sub}" if sub else resource
-                    writes[label] = writes.get(label, 0) + d
+        writes = delta(writes_by_resource(requests_after), writes_by_resource(requests_before))
         per_process = {str(pid): {"start_mib": s[0][1], "end_mib": s[-1][1],
                                   "minutes": (s[-1][0] - s[0][0]) / 60,
                                   "slope_mib_per_min": slope_per_min(s)}

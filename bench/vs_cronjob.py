@@ -36,20 +36,17 @@ sys.path[:0] = [str(REPO), str(REPO / "hack")]
 
 from kubernetes import client  # noqa: E402
 
-from bench.cluster import api_requests, control_plane, pct  # noqa: E402
+from bench.cluster import (  # noqa: E402
+    api_requests,
+    control_plane,
+    delta,
+    pct,
+    writes_by_resource,
+)
 from tests.e2e.operator_harness import HandlerProcess, OperatorProcess, ts  # noqa: E402
 
-MUTATING = ("POST", "PUT", "PATCH", "DELETE")
 CRONJOB_SIDE = ("cronjobs", "jobs", "pods", "events")
 OUR_SIDE = ("schedules", "handlers", "events")
-
-
-def writes_by_resource(api: client.ApiClient) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for (verb, resource, _), n in api_requests(api).items():
-        if verb in MUTATING:
-            out[resource] = out.get(resource, 0) + n
-    return out
 
 
 def next_minute_in(min_lead: float) -> float:
@@ -93,9 +90,9 @@ def run(n: int, api: client.ApiClient, work: Path) -> dict[str, Any]:
             list(pool.map(create, range(n)))
         boundary = next_minute_in(15)
         time.sleep(max(0.0, boundary - time.time() - 5))
-        before = writes_by_resource(api)
+        before = writes_by_resource(api_requests(api), subresources=False)
         time.sleep(max(0.0, boundary + 40 - time.time()))
-        after = writes_by_resource(api)
+        after = writes_by_resource(api_requests(api), subresources=False)
         slot = dt.datetime.fromtimestamp(boundary, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         cj_late = []
         for job in batch.list_namespaced_job(ns_cj).items:
@@ -105,9 +102,9 @@ def run(n: int, api: client.ApiClient, work: Path) -> dict[str, Any]:
                 cj_late.append((job.metadata.creation_timestamp.timestamp() - boundary) * 1000)
         sz_late = [(r["receivedAt"] - boundary) * 1000 for r in handler.executions("heartbeat")
                    if r["scheduledTime"].startswith(slot[:-1])]
-        delta = {k: after.get(k, 0) - before.get(k, 0) for k in set(after) | set(before)}
-        cj_writes = sum(delta.get(k, 0) for k in CRONJOB_SIDE if k != "events")
-        sz_writes = sum(delta.get(k, 0) for k in ("schedules", "handlers"))
+        moved = delta(after, before)
+        cj_writes = sum(moved.get(k, 0) for k in CRONJOB_SIDE if k != "events")
+        sz_writes = sum(moved.get(k, 0) for k in OUR_SIDE if k != "events")
         return {
             "n": n, "slot": slot,
             "cronjob": {"fired": len(cj_late), "p50_ms": pct(cj_late, 0.5),
@@ -118,7 +115,7 @@ def run(n: int, api: client.ApiClient, work: Path) -> dict[str, Any]:
                              "p99_ms": pct(sz_late, 0.99), "max_ms": max(sz_late, default=None),
                              "writes_per_fire": sz_writes / max(1, len(sz_late)),
                              "lateness_ms": sorted(sz_late)},
-            "writes_by_resource": delta,
+            "writes_by_resource": moved,
             "events_note": "Events are written by both sides and counted apart from the figures",
         }
     finally:
