@@ -44,7 +44,7 @@ from typing import Any
 from packaging.markers import default_environment
 from packaging.requirements import Requirement
 
-from . import imagestore
+from . import bytecode, imagestore
 from .imagestore import IMAGES_DIR, LOCAL_REGISTRY, Entry
 
 REPO = Path(__file__).resolve().parents[2]
@@ -405,6 +405,7 @@ def _build(only: set[str] | None) -> dict[str, Entry]:
         subprocess.run(["buildah", *STORAGE, "rmi", "--prune"], capture_output=True)
     prune(entries)
     unpack_all(entries)
+    check_bytecode(entries, wanted)
     log(f"images ready in {time.monotonic() - started:.1f} s")
     print_table(entries)
     return entries
@@ -441,6 +442,20 @@ def unpack_all(entries: dict[str, Entry]) -> None:
         if not (IMAGES_DIR / "rootfs" / entry.digest.replace(":", "-") / "rootfs").is_dir():
             with progress(f"umoci unpack {entry.ref}"):
                 imagestore.rootfs(entry)
+
+
+def check_bytecode(entries: dict[str, Entry], images: Iterable[Image]) -> None:
+    """Fail the build if an image would compile modules from source at every start
+    (see ``bytecode``): a stale ``.pyc`` is invisible until someone profiles a pod."""
+    for image in images:
+        entry = entries.get(image.ref)
+        if entry is None:
+            continue
+        found = bytecode.stale_modules(imagestore.rootfs(entry))
+        if found:
+            shown = "\n  ".join(found[:20])
+            raise SystemExit(f"{image.ref}: {len(found)} modules without valid bytecode "
+                             f"(the root is read-only, so each start compiles them):\n  {shown}")
 
 
 def print_table(entries: dict[str, Entry]) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
-from schedulezero_testcluster import imagestore
+from schedulezero_testcluster import bytecode, imagestore
 from schedulezero_testcluster.imagebuild import IMAGES, VERSION
 
 from .kube import wait_for
@@ -55,6 +55,9 @@ def test_images_are_small_non_root_labelled_and_carry_no_build_tools(
         assert not (root / "root" / ".cache").exists() and not (root / "wheels").exists()
         assert (site / "schedulezero_handler").is_dir()
         assert (site / "schedulezero_operator").is_dir() == ref.endswith(f"operator:{VERSION}")
+        # Every module has bytecode Python will use: the root is read-only, so a stale
+        # .pyc would be compiled from source on each start (the build checks it too).
+        assert bytecode.stale_modules(root) == [], ref
         # The oci-archive `make push` copies holds the very manifest the node agent runs.
         raw = subprocess.run(["skopeo", "inspect", "--raw", f"oci-archive:{entry.archive}"],
                              check=True, capture_output=True).stdout
