@@ -53,6 +53,12 @@ def main(argv: list[str] | None = None) -> None:
                         "after a crash, and how long an API outage a leader rides out")
     parser.add_argument("--lease-renew", type=float, default=1.0,
                         help="seconds between Lease renewals")
+    parser.add_argument("--lease-idle", type=float, default=15.0,
+                        help="longest a Lease is written for while no known work is due "
+                        "(default 15; at most --lease-duration after the next known slot, "
+                        "so a crash delays known slots by --lease-duration, and only work "
+                        "created after the crash waits up to this); <= --lease-duration: "
+                        "renew every --lease-renew seconds regardless")
     parser.add_argument("--buckets", type=int, default=int(os.environ.get("SZ_BUCKETS", "1")),
                         help="shards of Schedules spread over the replicas (default 1: "
                         "one leader)")
@@ -107,6 +113,7 @@ def main(argv: list[str] | None = None) -> None:
                                   buckets=max(1, args.buckets),
                                   lease_duration=args.lease_duration,
                                   lease_renew=min(args.lease_renew, args.lease_duration / 2),
+                                  lease_idle=args.lease_idle,
                                   metrics_port=max(0, args.metrics_port),
                                   metrics_bind=args.metrics_bind,
                                   metrics_per_schedule=args.metrics_per_schedule,

@@ -211,6 +211,7 @@ async def test_a_held_bucket_is_renewed_before_anything_else_in_one_request() ->
     a = make(coord, "a", mono, buckets=1)
     await a.step()
     coord.calls.clear()
+    mono.t += 1  # the next round
     await a.step()
     assert coord.calls[0] == ("patch", "sz-bucket-0")
     assert [c for c, _ in coord.calls] == ["patch", "list"], coord.calls
@@ -223,6 +224,133 @@ async def test_with_buckets_a_member_lease_is_renewed_after_the_buckets() -> Non
     a = make(coord, "a", mono, buckets=2)
     await a.step()
     coord.calls.clear()
+    mono.t += 1
     await a.step()
     assert [c for c, _ in coord.calls] == ["patch", "patch", "list", "patch"], coord.calls
     assert coord.calls[-1] == ("patch", "sz-member-a")
+
+
+# -- quiet Leases: long while nothing is due, never past the next slot + duration --------
+def quiet(coord: FakeCoord, identity: str, mono: Mono, next_work: Any, buckets: int = 1,
+          idle: float = 15.0) -> BucketElector:
+    return BucketElector(coord, "ns", "sz", identity, buckets, monotonic=mono, idle=idle,
+                         next_work=next_work)
+
+
+@pytest.mark.parametrize(("until", "length", "bound"), [
+    (None, 15, 15),  # nothing armed: the idle length
+    (0.0, 4, 4),  # a run in progress (or a slot due now): plain
+    (2.0, 4, 6),  # a slot within the plain lease: plain
+    (4.0, 8, 8),  # ends 4 s (the plain duration) after the slot
+    (10.0, 14, 14),
+    (59.0, 15, 63),  # a minute-cron just fired: the idle length caps it
+])
+def test_lease_plan_ends_no_later_than_the_plain_duration_after_the_next_slot(
+        until: float | None, length: float, bound: float) -> None:
+    elector = quiet(FakeCoord(), "a", Mono(), lambda: until)
+    assert elector.lease_plan() == (length, bound)
+
+
+def test_without_a_source_of_next_work_or_with_a_short_idle_leases_are_plain() -> None:
+    assert make(FakeCoord(), "a", Mono()).lease_plan() == (4.0, 4.0)
+    assert quiet(FakeCoord(), "a", Mono(), lambda: None, idle=3).lease_plan() == (4.0, 4.0)
+
+
+def minute_cron(mono: Mono) -> Any:
+    """Seconds until the next whole minute of the fake monotonic clock, 0 for the second
+    after it (the run in progress), as Engine.next_work_in answers for a minute-cron."""
+    def until() -> float:
+        into = mono.t % 60
+        return 0.0 if into < 1 else 60 - into
+    return until
+
+
+def lease_end(coord: FakeCoord, mono: Mono, written_at: dict[str, float]) -> float:
+    spec = coord.leases["sz-bucket-0"]["spec"]
+    return written_at["t"] + float(spec["leaseDurationSeconds"])
+
+
+async def test_a_quiet_leader_writes_its_lease_a_few_times_a_minute_and_always_holds_it(
+        ) -> None:
+    """A minute-cron's leader over 10 minutes of 1 s rounds: ~5 writes a minute instead
+    of 60; it owns the bucket at every round, and every Lease it writes ends no later
+    than the plain duration after the next slot (a successor would fire it by then)."""
+    for next_work, most in ((None, 60 * 10), ("cron", 6 * 10)):
+        coord, mono = FakeCoord(), Mono()
+        mono.t = 600.5
+        work = minute_cron(mono) if next_work else None
+        a = quiet(coord, "a", mono, work) if work else make(coord, "a", mono, buckets=1)
+        writes = 0
+        for _ in range(600):
+            before = coord.rv
+            await a.step()
+            assert a.owns_bucket(0), f"lost its own bucket at {mono.t}"
+            if coord.rv != before:
+                writes += 1
+                length = coord.leases["sz-bucket-0"]["spec"]["leaseDurationSeconds"]
+                next_slot = mono.t + (60 - mono.t % 60)
+                if work is not None and mono.t % 60 >= 1:
+                    assert mono.t + length <= next_slot + 4, (mono.t, length)
+            mono.t += 1
+        assert writes <= most, writes
+        if work is not None:
+            assert writes >= 40, "renewed before each lease ended, not once"
+
+
+async def test_work_that_comes_closer_than_the_lease_allows_shortens_it() -> None:
+    """A Schedule created (or a run started) while the Lease runs 15 s: the next round
+    rewrites it to end within the plain duration after that work, not 15 s later."""
+    coord, mono = FakeCoord(), Mono()
+    work: dict[str, float | None] = {"until": None}
+    a = quiet(coord, "a", mono, lambda: work["until"])
+    await a.step()
+    assert coord.leases["sz-bucket-0"]["spec"]["leaseDurationSeconds"] == 4  # just taken
+    mono.t += 1
+    await a.step()
+    assert coord.leases["sz-bucket-0"]["spec"]["leaseDurationSeconds"] == 15
+    for _ in range(3):  # quiet: nothing written
+        before = coord.rv
+        mono.t += 1
+        await a.step()
+        assert coord.rv == before
+    work["until"] = 1.0  # a new Schedule's first slot, 1 s away
+    mono.t += 1
+    await a.step()
+    assert coord.leases["sz-bucket-0"]["spec"]["leaseDurationSeconds"] == 4
+    assert a.owns_bucket(0)
+
+
+async def test_a_dead_quiet_leaders_bucket_moves_once_its_longer_lease_expires() -> None:
+    coord, mono_a, mono_b = FakeCoord(), Mono(), Mono()
+    a = quiet(coord, "a", mono_a, lambda: None)
+    b = quiet(coord, "b", mono_b, lambda: None)
+    await a.step()
+    mono_a.t += 1
+    await a.step()
+    await b.step()
+    assert b.held == set() and b._soonest_expiry is not None and b._soonest_expiry > 10, \
+        "the standby knows when to look again: when the 15 s Lease runs out"
+    coord.expire("a")  # killed, and its Lease ran out
+    assert await b.step() == {0}
+
+
+async def test_with_buckets_the_member_lease_is_as_quiet_as_the_buckets() -> None:
+    """Written in the same rounds, with the same length: a dead replica's member Lease
+    never outlives its bucket Leases (peers would count it and leave its buckets)."""
+    coord, mono = FakeCoord(), Mono()
+    a = quiet(coord, "a", mono, lambda: None, buckets=2)
+    await a.step()
+    mono.t += 1
+    await a.step()
+    specs = {n: v["spec"]["leaseDurationSeconds"] for n, v in coord.leases.items()}
+    assert specs == {"sz-bucket-0": 15, "sz-bucket-1": 15, "sz-member-a": 15}
+    coord.calls.clear()
+    for _ in range(5):
+        mono.t += 1
+        await a.step()
+    assert [c for c, _ in coord.calls] == ["list"] * 5, "quiet: only the LIST each round"
+    mono.t += 6  # 11 s after the renewal: 4 s left, not yet
+    await a.step()
+    mono.t += 1  # 3 s left: due, all three together
+    await a.step()
+    assert [c for c, _ in coord.calls[5:]] == ["list", "patch", "patch", "list", "patch"]

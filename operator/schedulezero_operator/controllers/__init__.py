@@ -41,6 +41,7 @@ class Options:
     buckets: int = 1
     lease_duration: float = 4.0
     lease_renew: float = 1.0
+    lease_idle: float = 15.0  # longest Lease while no known work is due (quiet Leases)
     metrics_port: int = 9090  # 0: no /metrics
     metrics_bind: str = "127.0.0.1"
     metrics_per_schedule: bool = False  # a `schedule` label on the lateness histogram
@@ -142,6 +143,7 @@ async def _startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -
                                 rt.options.lease_name, eng.identity, rt.options.buckets,
                                 duration=rt.options.lease_duration,
                                 renew=rt.options.lease_renew,
+                                idle=rt.options.lease_idle, next_work=eng.next_work_in,
                                 on_change=lambda held: eng.rebalance())
         eng.set_fence(elector.owns, elector.holds)
         await elector.step()

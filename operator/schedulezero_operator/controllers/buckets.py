@@ -16,6 +16,17 @@ sticky — a holder keeps what is within its share — so buckets move only when
 membership changes, never back and forth (with ``B = 1`` the leader stays the leader
 when a frozen former leader comes back). With ``B = 1`` this is plain leader election.
 
+Quiet Leases: a Lease need only outlive the work its holder knows of by the failover
+time. ``next_work()`` (the engine: seconds until its first armed slot, 0 while a run is
+in progress) lets the holder write a longer ``leaseDurationSeconds`` while nothing is
+due: up to ``idle`` seconds, and never past the next known slot + ``duration`` (a
+holder that dies just before that slot is replaced by then: the slot is at most
+``duration`` late, as with a plain Lease). Renewals come ``duration - renew / 2``
+seconds before a Lease ends, so 100 minute-crons cost ~5 Lease writes a minute with a
+15 s ``idle`` instead of 60. The price: work the holder could not know of (a Schedule
+created, a run-now asked for, after it died) waits up to ``idle`` for a successor.
+With ``idle <= duration`` the Leases are renewed every round, as before.
+
 Safety does not rest on this: a bucket's Lease can be briefly held by two replicas'
 beliefs (a frozen holder), so each bucket is *fenced* by a monotonic deadline
 (:meth:`BucketElector.owns` — renewal sent + duration - margin, as
@@ -95,14 +106,19 @@ def _dns_safe(identity: str) -> str:
 class BucketElector:
     def __init__(self, leases: LeaseApi, namespace: str, prefix: str,
                  identity: str, buckets: int, *, duration: float = 4.0, renew: float = 1.0,
+                 idle: float = 0.0, next_work: Callable[[], float | None] | None = None,
                  monotonic: Callable[[], float] = time.monotonic,
                  on_change: Callable[[set[int]], None] | None = None) -> None:
         self.leases = leases
         self.namespace, self.prefix, self.identity = namespace, prefix, identity
         self.buckets, self.duration, self.renew = buckets, duration, renew
+        # Quiet Leases (module docstring): only with a source of next work to bound them.
+        self.idle = max(idle, duration) if next_work is not None else duration
+        self._next_work = next_work
         self._monotonic = monotonic
         self._margin = min(renew, duration / 4)
         self._valid_until: dict[int, float] = {}  # bucket -> monotonic fence
+        self._member_end: float | None = None  # monotonic end of our member Lease
         self._written: dict[int, dict[str, Any]] = {}  # bucket -> our Lease, as last written
         self._soonest_expiry: float | None = None  # s until a peer's bucket Lease runs out
         self.on_change = on_change
@@ -146,11 +162,16 @@ class BucketElector:
         Lease a second, not two (the API writes a quiet cluster pays for election).
         """
         before = set(self._valid_until)
+        length, bound = self.lease_plan()
+        due = self._renewal_due(bound)
         renewed = {b for b, lease in list(self._written.items())
-                   if await self._renew_bucket(b, lease)}
+                   if due and await self._renew_bucket(b, lease, length)}
         leases = await self._list()
-        if self.buckets > 1:
-            await self._upsert(self.member_lease, leases.get(self.member_lease))
+        if self.buckets > 1 and (due or self._member_end is None):
+            sent = self._monotonic()
+            written = await self._upsert(self.member_lease, leases.get(self.member_lease),
+                                         length)
+            self._member_end = sent + int(length) if written is not None else None
         members = [str(_spec(lease)["holderIdentity"]) for name, lease in leases.items()
                    if name.startswith(f"{self.prefix}-member-")
                    and _spec(lease).get("holderIdentity") and not self._expired(lease)]
@@ -170,11 +191,13 @@ class BucketElector:
             await self._release(b, buckets[b])
             mine.remove(b)
         for b in mine:
-            if b not in renewed:
-                await self._renew_bucket(b, buckets[b])
+            if b not in renewed and (due or b not in self._written):
+                await self._renew_bucket(b, buckets[b], length)
         free = [b for b in range(self.buckets) if b not in mine and self._free(buckets[b])]
         for b in free[:max(0, share - len(mine))]:
-            await self._renew_bucket(b, buckets[b])
+            # Plain length: the Schedules of a bucket just taken are not armed yet, so
+            # their slots are not in next_work; the next renewal knows them.
+            await self._renew_bucket(b, buckets[b], self.duration)
         for b in set(self._valid_until) - set(mine) - set(free):
             del self._valid_until[b]  # someone else holds it now (we were frozen or slow)
             self._written.pop(b, None)
@@ -186,6 +209,33 @@ class BucketElector:
             if self.on_change is not None:
                 self.on_change(after)
         return after
+
+    def lease_plan(self) -> tuple[float, float]:
+        """(the ``leaseDurationSeconds`` to write now, how far from now our Leases may
+        end at most): plain ``duration`` while work is due within it; up to ``idle``,
+        ending no later than ``duration`` after the next known slot, while none is."""
+        if self.idle <= self.duration or self._next_work is None:
+            return self.duration, self.duration
+        until = self._next_work()
+        if until is None:
+            return self.idle, self.idle
+        bound = max(0.0, until) + self.duration
+        if until < self.duration:
+            return self.duration, bound
+        return min(self.idle, bound), bound
+
+    def _renewal_due(self, bound: float) -> bool:
+        """Renew this round? When a Lease of ours ends within ``duration - renew / 2``
+        (every round for a plain Lease, as before), or one ends later than ``bound``
+        allows (work came closer than our Leases assumed: a new Schedule, a run)."""
+        now = self._monotonic()
+        ends = [until + self._margin for until in self._valid_until.values()]
+        if self.buckets > 1 and self._member_end is not None:
+            ends.append(self._member_end)
+        if not ends:
+            return True
+        return (min(ends) - now < self.duration - self.renew / 2
+                or max(ends) - now > bound + self.renew)
 
     async def run(self) -> None:
         while True:
@@ -244,24 +294,25 @@ class BucketElector:
         return {lease["metadata"]["name"]: lease for lease in leases
                 if lease["metadata"]["name"].startswith(f"{self.prefix}-")}
 
-    async def _renew_bucket(self, bucket: int, lease: Any) -> bool:
+    async def _renew_bucket(self, bucket: int, lease: Any, length: float) -> bool:
         sent = self._monotonic()
-        written = await self._upsert(self.lease_name(bucket), lease)
+        written = await self._upsert(self.lease_name(bucket), lease, length)
         if written is not None:
-            self._valid_until[bucket] = sent + self.duration - self._margin
+            self._valid_until[bucket] = sent + int(length) - self._margin
             self._written[bucket] = written
             return True
         self._valid_until.pop(bucket, None)
         self._written.pop(bucket, None)
         return False
 
-    async def _upsert(self, name: str, lease: Any) -> Any:
-        """Create, renew or take over (if expired) a Lease as last seen; the Lease as
-        written, or None if someone else holds it or wrote it since (the resourceVersion
-        precondition)."""
+    async def _upsert(self, name: str, lease: Any, length: float) -> Any:
+        """Create, renew or take over (if expired) a Lease as last seen, valid ``length``
+        seconds (whole: the field is an integer, and the fence counts the same); the
+        Lease as written, or None if someone else holds it or wrote it since (the
+        resourceVersion precondition)."""
         now = _now()
         spec: dict[str, Any] = {"holderIdentity": self.identity,
-                                "leaseDurationSeconds": max(1, round(self.duration)),
+                                "leaseDurationSeconds": max(1, int(length)),
                                 "renewTime": _fmt(now)}
         if lease is None:
             body = {"metadata": {"name": name, "namespace": self.namespace},

@@ -138,6 +138,17 @@ class Engine:
         self._holds = holds or fence
         self.rebalance()
 
+    def next_work_in(self) -> float | None:
+        """Seconds until the earliest work this engine knows of: 0 while a run is in
+        progress, else until its first armed timer; None if nothing is armed. What the
+        Lease elector bounds its quiet Leases by (controllers.buckets)."""
+        if self._executor.active:
+            return 0.0
+        when = self.ctx.timers.next_due()
+        if when is None:
+            return None
+        return max(0.0, (when - self.clock.now()).total_seconds())
+
     def rebalance(self) -> None:
         """Ownership changed: start the Schedules we gained, drop the ones we lost.
 

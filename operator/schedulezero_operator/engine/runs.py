@@ -50,11 +50,25 @@ class RunExecutor:
     def __init__(self, ctx: Context, handlers: HandlerRegistry) -> None:
         self.ctx = ctx
         self.handlers = handlers
+        # Runs between their first attempt and their verdict, backoff waits included:
+        # while any is, a successor must be able to take over within the plain lease
+        # duration (see controllers.buckets, quiet Leases).
+        self.active = 0
 
     async def execute(self, run: Run, spec: ScheduleSpec, *, namespace: str, name: str,
                       ref: str,
                       started: Callable[[], None], retrying: Callable[[], None]) -> Finished:
         """Attempts until one succeeds, fails for good, or the attempts run out."""
+        self.active += 1
+        try:
+            return await self._attempts(run, spec, namespace=namespace, name=name, ref=ref,
+                                        started=started, retrying=retrying)
+        finally:
+            self.active -= 1
+
+    async def _attempts(self, run: Run, spec: ScheduleSpec, *, namespace: str, name: str,
+                        ref: str, started: Callable[[], None],
+                        retrying: Callable[[], None]) -> Finished:
         handler = self.handlers.ensure(namespace, spec.handler)
         wait = float(spec.starting_deadline_seconds or NO_ENDPOINT_WAIT)
         while True:

@@ -66,6 +66,12 @@ class TimerQueue:
     def cancel(self, key: Any) -> None:
         self._live.pop(key, None)
 
+    def next_due(self) -> dt.datetime | None:
+        """When the earliest timer is due, or None if none is armed. Superseded entries
+        are dropped lazily, so this can be earlier than the earliest live timer, never
+        later: callers that bound something by it err on the safe side."""
+        return self._heap[0][0] if self._heap else None
+
     def __len__(self) -> int:
         return len(self._live)
 

@@ -7,7 +7,7 @@ import asyncio
 import datetime as dt
 import itertools
 
-from ...fakes import FakeKube, virtual_time
+from ...fakes import FakeKube, Reply, fail, virtual_time
 from .harness import Operator, handler, schedule
 
 
@@ -72,3 +72,29 @@ async def test_a_schedule_created_while_the_fence_lapsed_fires_once_it_returns()
         up["now"] = True
         await asyncio.sleep(3.0)
     assert len(op.dispatcher.calls) >= 3
+
+
+@virtual_time
+async def test_next_work_is_the_first_armed_slot_or_now_while_a_run_is_in_progress() -> None:
+    """What the Lease elector bounds a quiet Lease by (controllers.buckets): a run in
+    progress, backoff waits included, counts as work due now."""
+    kube = FakeKube()
+    handler(kube)
+    op = Operator(kube)
+    async with op:
+        assert op.engine.next_work_in() is None, "nothing armed"
+        schedule(kube, "m", schedule="* * * * *", retry={"maxAttempts": 2, "backoff": {
+            "initial": "10s", "max": "10s"}})
+        await asyncio.sleep(10)  # T0 is 10:00:00: the first slot is 10:01:00
+        assert op.engine.next_work_in() == 50
+        op.dispatcher.on("*", Reply(delay=5))
+        await asyncio.sleep(52)  # the 10:01 run is in progress
+        assert op.engine.next_work_in() == 0
+        await asyncio.sleep(5)  # 10:01:07, it ended: the next slot is 10:02
+        assert op.engine.next_work_in() == 53
+        op.dispatcher.on("*", fail())
+        await asyncio.sleep(54)  # 10:02's first attempt failed: waiting 10 s to retry
+        assert op.engine.next_work_in() == 0
+        await asyncio.sleep(11)  # 10:02:12, retried
+        assert len(op.dispatcher.calls) == 3
+        assert op.engine.next_work_in() == 48
