@@ -156,10 +156,12 @@ class BucketElector:
         resourceVersion our last write returned: the fences depend on these and nothing
         queues in front of them. Then one LIST feeds the rest (members, holders, the
         resourceVersions of Leases to take). A round costs 2 + held-buckets requests;
-        that is what makes a 1 s renewal (and so a ~4 s failover) cheap. With one
-        bucket there is nothing to share: no member Lease (every replica's share is
-        the one bucket, taken only when its Lease expires), so a leader writes one
-        Lease a second, not two (the API writes a quiet cluster pays for election).
+        that is what makes a 1 s renewal (and so a ~4 s failover) cheap. A round in
+        which no Lease of ours is due (quiet Leases, see the module docstring) only
+        LISTs; when one is, all are written, with the same length, so a replica's
+        member Lease never outlives its buckets. With one bucket there is nothing to
+        share: no member Lease (every replica's share is the one bucket, taken only
+        when its Lease expires), so a leader writes one Lease a round at most, not two.
         """
         before = set(self._valid_until)
         length, bound = self.lease_plan()
