@@ -376,6 +376,7 @@ class Call:
     scheduled_time: str | None
     start_at: dt.datetime | None = None  # a held job: starts then (not before)
     began: float | None = None  # loop time the fake handler started it
+    secret: bytes | None = None  # what the request was signed with
 
 
 @dataclass
@@ -392,7 +393,9 @@ class FakeDispatcher:
     calls: list[Call] = field(default_factory=list)
     cancelled: list[tuple[str, str]] = field(default_factory=list)
     forgotten: list[str] = field(default_factory=list)
-    secrets: dict[str, bytes | None] = field(default_factory=dict)
+    # (endpoint, what it was asked, the secret that signed it) for every describe,
+    # ping and cancel; jobs keep theirs in Call.secret.
+    signed: list[tuple[str, str, bytes | None]] = field(default_factory=list)
     describes: int = 0
     pings: list[tuple[float, str]] = field(default_factory=list)  # (loop time, endpoint)
     # The wall clock a held job (start_at) waits for, as an SDK handler's; set by the
@@ -410,16 +413,14 @@ class FakeDispatcher:
                 return self.script[name].pop(0)
         return self.default
 
-    def set_secret(self, endpoint: Endpoint, secret: bytes | None) -> None:
-        self.secrets[str(endpoint)] = secret
-
     async def execute(self, endpoint: Endpoint, *, run_id: str, method: str,
                       params: dict[str, Any], timeout: float, schedule: str | None = None,
                       scheduled_time: str | None = None, attempt: int = 1,
-                      deadline: str | None = None,
-                      start_at: dt.datetime | None = None) -> DispatchResult:
+                      deadline: str | None = None, start_at: dt.datetime | None = None,
+                      secret: bytes | None = None) -> DispatchResult:
         call = Call(asyncio.get_running_loop().time(), time.perf_counter(), endpoint, run_id,
-                    attempt, method, params, schedule, scheduled_time, start_at)
+                    attempt, method, params, schedule, scheduled_time, start_at,
+                    secret=secret)
         self.calls.append(call)
         if start_at is not None and self.clock is not None:
             hold = (start_at - self.clock.now()).total_seconds()
@@ -447,16 +448,20 @@ class FakeDispatcher:
                               error_type=reply.error_type, message=reply.message,
                               retryable=reply.retryable)
 
-    async def describe(self, endpoint: Endpoint, timeout: float = 5.0) -> DispatchResult:
+    async def describe(self, endpoint: Endpoint, timeout: float = 5.0,
+                       secret: bytes | None = None) -> DispatchResult:
         self.describes += 1
+        self.signed.append((str(endpoint), "describe", secret))
         if str(endpoint) in self.down:
             return DispatchResult(False, endpoint, error_type="ConnectionError",
                                   message="refused", retryable=True)
         return DispatchResult(True, endpoint, result={
             "methods": [{"name": m} for m in self.methods]})
 
-    async def ping(self, endpoint: Endpoint, timeout: float = 2.0) -> DispatchResult:
+    async def ping(self, endpoint: Endpoint, timeout: float = 2.0,
+                   secret: bytes | None = None) -> DispatchResult:
         self.pings.append((asyncio.get_running_loop().time(), str(endpoint)))
+        self.signed.append((str(endpoint), "ping", secret))
         if str(endpoint) in self.down:
             await asyncio.sleep(timeout)
             return DispatchResult(False, endpoint, error_type="Timeout",
@@ -464,8 +469,10 @@ class FakeDispatcher:
                                   retryable=True)
         return DispatchResult(True, endpoint, result={"success": True, "message": "pong"})
 
-    async def cancel(self, endpoint: Endpoint, run_id: str, timeout: float = 2.0) -> bool:
+    async def cancel(self, endpoint: Endpoint, run_id: str, timeout: float = 2.0,
+                     secret: bytes | None = None) -> bool:
         self.cancelled.append((str(endpoint), run_id))
+        self.signed.append((str(endpoint), "cancel", secret))
         return True
 
     async def forget(self, endpoint: Endpoint) -> None:

@@ -20,9 +20,10 @@ BOTH = pytest.mark.parametrize("protocol", ["zmq", "http"])
 
 
 async def run(d: Dispatcher, ep: Endpoint, method_name: str, params: dict[str, Any] | None = None,
-              *, run_id: str = "run-1", timeout: float = 5.0, attempt: int = 1) -> Any:
+              *, run_id: str = "run-1", timeout: float = 5.0, attempt: int = 1,
+              secret: bytes | None = None) -> Any:
     return await d.execute(ep, run_id=run_id, method=method_name, params=params or {},
-                           timeout=timeout, attempt=attempt)
+                           timeout=timeout, attempt=attempt, secret=secret)
 
 
 class WithHelper:
@@ -219,14 +220,16 @@ async def test_signed_requests(protocol: str, dispatcher: Dispatcher) -> None:
     async with serving(protocol=protocol, secret=b"s3cret") as (_, ep):
         r = await run(dispatcher, ep, "heartbeat", run_id="unsigned")
         assert r.error_type == "Unauthorized" and "not signed" in r.message
-        dispatcher.set_secret(ep, b"wrong")
-        await dispatcher.forget(ep)
-        r = await run(dispatcher, ep, "heartbeat", run_id="forged")
+        r = await run(dispatcher, ep, "heartbeat", run_id="forged", secret=b"wrong")
         assert r.error_type == "Unauthorized" and "bad request signature" in r.message
-        dispatcher.set_secret(ep, b"s3cret")
-        await dispatcher.forget(ep)
-        assert (await run(dispatcher, ep, "heartbeat", run_id="signed")).ok
-        assert (await dispatcher.describe(ep)).ok
+        # The same connection, the right key: each request is signed with the key it is
+        # given (a rotated Secret applies at once; two Handlers sharing the endpoint
+        # each sign with their own), not with one cached when the connection opened.
+        assert (await run(dispatcher, ep, "heartbeat", run_id="signed", secret=b"s3cret")).ok
+        assert not (await dispatcher.describe(ep)).ok
+        assert (await dispatcher.describe(ep, secret=b"s3cret")).ok
+        r = await run(dispatcher, ep, "heartbeat", run_id="again", secret=b"other")
+        assert r.error_type == "Unauthorized", "a key used earlier does not stick"
 
 
 async def test_stale_signature_is_rejected() -> None:

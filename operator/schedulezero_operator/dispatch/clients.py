@@ -174,10 +174,9 @@ class ZmqClient:
     errors other than the socket closing are logged and survived.
     """
 
-    def __init__(self, ctx: zmq.Context[Any], endpoint: Endpoint, secret: bytes | None,
+    def __init__(self, ctx: zmq.Context[Any], endpoint: Endpoint,
                  max_reply_bytes: int = MAX_REPLY_BYTES) -> None:
         self.endpoint = endpoint
-        self.secret = secret
         self.max_reply_bytes = max_reply_bytes
         # A plain socket even from an asyncio context: LoopSocket drives it.
         self.sock: zmq.Socket[bytes] = zmq.Socket(ctx, zmq.DEALER)
@@ -242,8 +241,11 @@ class ZmqClient:
         log.warning("dropping a reply from %s (%s): %.200r", self.endpoint, why,
                     frames[0] if frames else b"")
 
-    async def request(self, message: dict[str, Any], timeout: float) -> Any:
-        """Send one request; the decoded reply object, or ProtocolError/TimeoutError."""
+    async def request(self, message: dict[str, Any], timeout: float,
+                      secret: bytes | None = None) -> Any:
+        """Send one request, signed with ``secret`` if given (per request: Handlers
+        that share an endpoint each sign with their own, and a rotated Secret applies
+        at once); the decoded reply object, or ProtocolError/TimeoutError."""
         reader = self._ensure_reader()
         rid = self._prefix + str(next(self._ids))
         body = _encode_request({**message, "id": rid})
@@ -254,7 +256,7 @@ class ZmqClient:
         # cancel/uncancel dance), same TimeoutError for the caller.
         timer = loop.call_later(timeout, _expire, future)
         try:
-            reader.send(_signed_frames(body, self.secret))
+            reader.send(_signed_frames(body, secret))
             return await future
         finally:
             timer.cancel()
@@ -417,7 +419,6 @@ class Dispatcher:
         self._ctx: zmq.asyncio.Context | None = None
         self._zmq: dict[str, ZmqClient] = {}
         self._legacy: dict[str, LegacyZmqClient] = {}
-        self._secrets: dict[str, bytes | None] = {}
         self._http = HttpClient(max_reply_bytes)
         self._background: set[asyncio.Task[Any]] = set()
         self._no_hold: set[str] = set()  # endpoints that refused executeAt (older SDKs)
@@ -430,15 +431,17 @@ class Dispatcher:
             self._ctx = zmq.asyncio.Context()
         return self._ctx
 
-    def set_secret(self, endpoint: Endpoint, secret: bytes | None) -> None:
-        self._secrets[endpoint.key] = secret
-
     async def execute(self, endpoint: Endpoint, *, run_id: str, method: str,
                       params: dict[str, Any], timeout: float, schedule: str | None = None,
                       scheduled_time: str | None = None, attempt: int = 1,
-                      deadline: str | None = None,
-                      start_at: dt.datetime | None = None) -> DispatchResult:
+                      deadline: str | None = None, start_at: dt.datetime | None = None,
+                      secret: bytes | None = None) -> DispatchResult:
         """Run one attempt; with ``start_at``, the job starts at that (wall-clock) time.
+
+        ``secret``: the Handler's signing key, passed with every call rather than kept
+        per endpoint, because two Handlers (in two namespaces, say) may name the same
+        endpoint with different Secrets: keyed by endpoint, one Handler's jobs were
+        signed with the other's key.
 
         A held job: an SDK handler over ZMQ gets it now as ``executeAt`` and starts
         it at ``start_at`` itself, so a burst due at one instant is delivered before
@@ -459,7 +462,7 @@ class Dispatcher:
             if hold > 0 and endpoint.protocol == "zmq" and endpoint.key not in self._no_hold:
                 held = await self._send(endpoint, {**request, "type": "executeAt",
                                                    "startAt": _rfc3339(start_at)},
-                                        run_id, timeout + hold, started)
+                                        run_id, timeout + hold, started, secret)
                 if not _refused_type(held):
                     return held
                 log.info("%s does not take held jobs (an older SDK); holding them here",
@@ -469,21 +472,21 @@ class Dispatcher:
             while hold > 0:  # never early: the loop may wake a hair before its timer
                 await asyncio.sleep(hold)
                 hold = start_at.timestamp() - time.time()
-        return await self._send(endpoint, request, run_id, timeout, started)
+        return await self._send(endpoint, request, run_id, timeout, started, secret)
 
     async def _send(self, endpoint: Endpoint, request: dict[str, Any], run_id: str,
-                    timeout: float, started: float) -> DispatchResult:
+                    timeout: float, started: float, secret: bytes | None) -> DispatchResult:
         method, params = request["method"], request["params"]
         try:
             if endpoint.protocol == "zmq-legacy":
                 frames = await self._legacy_client(endpoint).request(method, params, timeout)
                 return _from_legacy(endpoint, frames, started, self.max_reply_bytes, method)
-            reply = await self._call(endpoint, "POST", "/v1/execute", request, timeout)
+            reply = await self._call(endpoint, "POST", "/v1/execute", request, timeout, secret)
             return DispatchResult.from_reply(endpoint, reply, run_id, started)
         except TimeoutError:
             if endpoint.protocol != "zmq-legacy" and not self._closed:
                 task = asyncio.get_running_loop().create_task(
-                    self._cancel_quietly(endpoint, run_id))
+                    self._cancel_quietly(endpoint, run_id, secret))
                 self._background.add(task)
                 task.add_done_callback(self._background.discard)
             return DispatchResult.failure(endpoint, p.ErrorType.TIMEOUT,
@@ -494,7 +497,8 @@ class Dispatcher:
             return DispatchResult.failure(endpoint, p.ErrorType.CONNECTION,
                                           str(e) or type(e).__name__, started)
 
-    async def describe(self, endpoint: Endpoint, timeout: float = 5.0) -> DispatchResult:
+    async def describe(self, endpoint: Endpoint, timeout: float = 5.0,
+                       secret: bytes | None = None) -> DispatchResult:
         """Describe an endpoint; a result the engine could not read is a ProtocolError."""
         started = time.monotonic()
         if endpoint.protocol == "zmq-legacy":
@@ -504,7 +508,7 @@ class Dispatcher:
                                           "dispatcher is closed", started)
         try:
             reply = await self._call(endpoint, "GET", "/v1/describe",
-                                     {"v": p.VERSION, "type": "describe"}, timeout)
+                                     {"v": p.VERSION, "type": "describe"}, timeout, secret)
         except TimeoutError:
             return DispatchResult.failure(endpoint, p.ErrorType.TIMEOUT, "describe timed out",
                                           started)
@@ -520,7 +524,8 @@ class Dispatcher:
                                           f"malformed describe result: {problem}", started)
         return result
 
-    async def ping(self, endpoint: Endpoint, timeout: float = 2.0) -> DispatchResult:
+    async def ping(self, endpoint: Endpoint, timeout: float = 2.0,
+                   secret: bytes | None = None) -> DispatchResult:
         """Is a ScheduleZero (REQ/REP) handler there? ``{"method": "ping"}``, which it answers.
 
         Any well-formed ScheduleZero reply counts (a handler without ``ping`` still
@@ -531,7 +536,7 @@ class Dispatcher:
         ``result == "busy"``. Other protocols are asked ``describe``.
         """
         if endpoint.protocol != "zmq-legacy":
-            return await self.describe(endpoint, timeout)
+            return await self.describe(endpoint, timeout, secret)
         started = time.monotonic()
         if self._closed:
             return DispatchResult.failure(endpoint, p.ErrorType.CONNECTION,
@@ -553,7 +558,8 @@ class Dispatcher:
         return DispatchResult(True, endpoint, result=reply,
                               duration_ms=(time.monotonic() - started) * 1000)
 
-    async def cancel(self, endpoint: Endpoint, run_id: str, timeout: float = 2.0) -> bool:
+    async def cancel(self, endpoint: Endpoint, run_id: str, timeout: float = 2.0,
+                     secret: bytes | None = None) -> bool:
         """Best effort: True only if the handler answered ``{"cancelled": true}``; never raises."""
         if endpoint.protocol == "zmq-legacy" or self._closed:
             return False  # ScheduleZero has no cancel
@@ -561,7 +567,7 @@ class Dispatcher:
         try:
             reply = await self._call(endpoint, "POST", "/v1/cancel",
                                      {"v": p.VERSION, "type": "cancel", "runId": run_id},
-                                     timeout)
+                                     timeout, secret)
         except (TimeoutError, p.ProtocolError, OSError, zmq.ZMQError) as e:
             log.debug("cancel of %s on %s failed: %s", run_id, endpoint, e)
             return False
@@ -569,21 +575,21 @@ class Dispatcher:
         return (result.ok and isinstance(result.result, dict)
                 and result.result.get("cancelled") is True)
 
-    async def _cancel_quietly(self, endpoint: Endpoint, run_id: str) -> None:
-        await self.cancel(endpoint, run_id)
+    async def _cancel_quietly(self, endpoint: Endpoint, run_id: str,
+                              secret: bytes | None) -> None:
+        await self.cancel(endpoint, run_id, secret=secret)
 
     async def _call(self, endpoint: Endpoint, verb: str, path: str,
-                    message: dict[str, Any], timeout: float) -> Any:
-        secret = self._secrets.get(endpoint.key)
+                    message: dict[str, Any], timeout: float, secret: bytes | None) -> Any:
         if endpoint.protocol == "http":
             if verb == "GET":
                 return await self._http.request(endpoint, verb, path, None, timeout, secret)
             return await self._http.request(endpoint, verb, path, message, timeout, secret)
         client = self._zmq.get(endpoint.key)
         if client is None:
-            client = self._zmq[endpoint.key] = ZmqClient(self._context(), endpoint, secret,
+            client = self._zmq[endpoint.key] = ZmqClient(self._context(), endpoint,
                                                          self.max_reply_bytes)
-        return await client.request(message, timeout)
+        return await client.request(message, timeout, secret)
 
     def _legacy_client(self, endpoint: Endpoint) -> LegacyZmqClient:
         client = self._legacy.get(endpoint.key)

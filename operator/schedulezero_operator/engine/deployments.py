@@ -96,8 +96,6 @@ class Deployments:
         h.pod_count = match.count
         h.known_endpoints = match.endpoints
         h.queue.set_ready(match.endpoints, capacity=h.queue.pool.capacity_per_endpoint)
-        for e in match.endpoints:
-            self.ctx.dispatcher.set_secret(e, h.secret)
         if match.endpoints and not had_methods:
             self.ctx.tasks.spawn(self._discover(h))
         self._changed(h)

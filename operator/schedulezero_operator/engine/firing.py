@@ -307,7 +307,10 @@ class Firing:
         if run.task is not None:
             run.task.cancel()
         if run.current is not None:
-            self.ctx.tasks.spawn(self.ctx.dispatcher.cancel(run.current, run.run_id))
+            spec = self.s.spec
+            h = self.executor.handlers.get(self.s.namespace, spec.handler) if spec else None
+            self.ctx.tasks.spawn(self.ctx.dispatcher.cancel(
+                run.current, run.run_id, secret=h.secret if h is not None else None))
 
     async def _run(self, run: Run) -> None:
         s = self.s

@@ -207,17 +207,19 @@ class HandlerRegistry:
         discovers the methods."""
         if h.spec is None:
             return
+        # The Handler's key signs every request made for it (the dispatcher takes it
+        # per call, never per endpoint: another Handler may share the endpoint).
         if h.spec.auth is not None:
             ref = h.spec.auth.secret_ref
             h.secret = await self.ctx.kube.read_secret_key(h.namespace, ref.name, ref.key)
+        else:
+            h.secret = None
         dispatcher = self.ctx.dispatcher
-        for e in h.known_endpoints:
-            dispatcher.set_secret(e, h.secret)
         if h.source != "endpoints":
             if h.spec.protocol == "zmq-legacy":  # REP handlers cannot describe themselves
                 h.methods = self._registered_methods(h)
             for e in h.queue.ready[:1] if h.spec.protocol != "zmq-legacy" else []:
-                r = await dispatcher.describe(e, timeout=DESCRIBE_TIMEOUT)
+                r = await dispatcher.describe(e, timeout=DESCRIBE_TIMEOUT, secret=h.secret)
                 if r.ok and isinstance(r.result, dict):
                     h.methods = sorted(m["name"] for m in r.result.get("methods", []))
             self.ctx.writer.mark(h)
@@ -253,9 +255,9 @@ class HandlerRegistry:
         if e.protocol == "zmq-legacy":
             if h.queue.pool.in_flight_of(e):
                 return None
-            r = await self.ctx.dispatcher.ping(e, timeout=PING_TIMEOUT)
+            r = await self.ctx.dispatcher.ping(e, timeout=PING_TIMEOUT, secret=h.secret)
             return None if r.ok and r.result == "busy" else r
-        return await self.ctx.dispatcher.describe(e, timeout=DESCRIBE_TIMEOUT)
+        return await self.ctx.dispatcher.describe(e, timeout=DESCRIBE_TIMEOUT, secret=h.secret)
 
     def _set_endpoints(self, h: HandlerState, ready: list[Endpoint],
                        down: dict[str, str]) -> None:

@@ -60,24 +60,27 @@ class DispatcherPort(Protocol):
     """What the engine uses of ``dispatch.Dispatcher`` (calls never raise for a
     handler-side or network failure: they return a classified ``DispatchResult``)."""
 
-    def set_secret(self, endpoint: Endpoint, secret: bytes | None) -> None: ...
-
     async def execute(self, endpoint: Endpoint, *, run_id: str, method: str,
                       params: dict[str, Any], timeout: float, schedule: str | None = None,
                       scheduled_time: str | None = None, attempt: int = 1,
-                      deadline: str | None = None,
-                      start_at: dt.datetime | None = None) -> DispatchResult:
-        """One attempt; with ``start_at`` the job starts then, not before (held)."""
+                      deadline: str | None = None, start_at: dt.datetime | None = None,
+                      secret: bytes | None = None) -> DispatchResult:
+        """One attempt; with ``start_at`` the job starts then, not before (held).
+        ``secret``: the Handler's signing key (every call takes its own: Handlers that
+        share an endpoint may sign with different Secrets)."""
         ...
 
-    async def describe(self, endpoint: Endpoint, timeout: float = 5.0) -> DispatchResult: ...
+    async def describe(self, endpoint: Endpoint, timeout: float = 5.0,
+                       secret: bytes | None = None) -> DispatchResult: ...
 
-    async def ping(self, endpoint: Endpoint, timeout: float = 2.0) -> DispatchResult:
+    async def ping(self, endpoint: Endpoint, timeout: float = 2.0,
+                   secret: bytes | None = None) -> DispatchResult:
         """ScheduleZero's ``ping`` (zmq-legacy); ok with ``result == "busy"`` when a job
         is in flight on the endpoint (a REP socket would queue the ping behind it)."""
         ...
 
-    async def cancel(self, endpoint: Endpoint, run_id: str, timeout: float = 2.0) -> bool: ...
+    async def cancel(self, endpoint: Endpoint, run_id: str, timeout: float = 2.0,
+                     secret: bytes | None = None) -> bool: ...
 
     async def forget(self, endpoint: Endpoint) -> None: ...
 

@@ -117,7 +117,8 @@ class RunExecutor:
                     endpoint, run_id=run.run_id, method=spec.method, params=spec.params,
                     timeout=spec.timeout_seconds, schedule=ref, scheduled_time=iso(run.slot),
                     attempt=run.attempt, start_at=start_at,
-                    deadline=iso(later(begins, dt.timedelta(seconds=spec.timeout_seconds))))
+                    deadline=iso(later(begins, dt.timedelta(seconds=spec.timeout_seconds))),
+                    secret=handler.secret)
                 # A reply garbled on the wire counts towards a quarantine, a well-formed
                 # one (success or the handler's own error) clears it; a timeout or a lost
                 # connection is neither (probes judge those, and a slow job is no sign).

@@ -203,7 +203,32 @@ async def test_a_handler_secret_signs_its_endpoints() -> None:
     async with Operator(kube) as op:
         await until("probed", lambda: op.dispatcher.describes)
         await asyncio.sleep(0.1)
-    assert op.dispatcher.secrets == {"10.0.0.1:4244": b"s3cr3t"}
+    assert set(op.dispatcher.signed) == {("10.0.0.1:4244", "describe", b"s3cr3t")}
+
+
+@virtual_time
+async def test_handlers_sharing_an_endpoint_each_sign_with_their_own_secret() -> None:
+    """Two Handlers (two namespaces, two tenants) name one external endpoint. Keyed by
+    endpoint, the dispatcher signed both Handlers' requests with whichever Secret was
+    read last: one tenant's jobs went out under the other's key."""
+    kube = FakeKube()
+    kube.secrets[("team-a", "sig")] = {"secret": b"key-of-a"}
+    kube.secrets[("team-b", "sig")] = {"secret": b"key-of-b"}
+    for ns in ("team-a", "team-b", "team-c"):
+        auth = {"auth": {"secretRef": {"name": "sig"}}} if ns != "team-c" else {}
+        kube.create("handlers", "h", {"protocol": "zmq", "endpoints": ["10.0.0.9:4244"],
+                                      **auth}, namespace=ns)
+        kube.create("schedules", "s", {"handler": "h", "method": "heartbeat",
+                                       "interval": "1s"}, namespace=ns)
+    async with Operator(kube) as op:
+        await asyncio.sleep(3.5)
+    by_ns = {}
+    for call in op.dispatcher.calls:
+        by_ns.setdefault(call.schedule.split("/")[0] if call.schedule else "", set()).add(
+            call.secret)
+    assert by_ns == {"team-a": {b"key-of-a"}, "team-b": {b"key-of-b"}, "team-c": {None}}
+    assert {secret for _, _, secret in op.dispatcher.signed} == {
+        b"key-of-a", b"key-of-b", None}
 
 
 @virtual_time
