@@ -99,9 +99,13 @@ def test_buckets_are_shared_and_move_when_a_replica_dies(
         moved = wait_for("the survivor holds every bucket", lambda: (
             h if set((h := bucket_holders(coord, objects.ns)).values()) == {survivor_id}
             else None), timeout=40)
+        took = time.time() - killed
         FIGURES["sharding: replica SIGKILL -> its buckets held by the survivor (s)"] = round(
-            time.time() - killed, 2)
+            took, 2)
         assert len(moved) == BUCKETS
+        # The lease duration (4 s) and a round or two; a member Lease that outlived its
+        # replica's buckets once made this 14 s, and the hand-over still passed.
+        assert took < 7, f"buckets moved {took:.1f} s after the kill"
         wait_for("the survivor reports every bucket", lambda: owned_buckets(metrics[0]) == (
             set(range(BUCKETS)), 1), timeout=10)
         time.sleep(6)  # runs under the survivor, incl. catch-up of the hand-over gap

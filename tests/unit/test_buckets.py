@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import pytest
@@ -354,3 +355,43 @@ async def test_with_buckets_the_member_lease_is_as_quiet_as_the_buckets() -> Non
     mono.t += 1  # 3 s left: due, all three together
     await a.step()
     assert [c for c, _ in coord.calls[5:]] == ["list", "patch", "patch", "list", "patch"]
+
+
+def member_outlives_buckets(coord: FakeCoord) -> list[str]:
+    """Members whose Lease ends after one of their bucket Leases (or, holding none,
+    runs longer than a plain Lease): what a peer would count as alive too long."""
+    def end(spec: dict[str, Any]) -> float:
+        renewed = dt.datetime.fromisoformat(spec["renewTime"].replace("Z", "+00:00"))
+        return renewed.timestamp() + spec["leaseDurationSeconds"]
+
+    wrong = []
+    for name, lease in coord.leases.items():
+        if "-member-" not in name:
+            continue
+        who, spec = lease["spec"]["holderIdentity"], lease["spec"]
+        buckets = [end(v["spec"]) for n, v in coord.leases.items()
+                   if "-bucket-" in n and v["spec"].get("holderIdentity") == who]
+        if buckets and end(spec) > min(buckets) + 0.5:
+            wrong.append(f"{who}: member ends after its bucket")
+        if not buckets and spec["leaseDurationSeconds"] > 4:
+            wrong.append(f"{who}: holds nothing, member Lease {spec['leaseDurationSeconds']} s")
+    return wrong
+
+
+async def test_a_member_lease_never_outlives_the_buckets_of_its_replica() -> None:
+    """Peers size their shares by the live members: a dead replica's member Lease that
+    outlived its buckets left them unheld (the sharding e2e test: buckets moved after
+    14 s, not 4). A quiet newcomer holds nothing, then takes buckets with plain Leases."""
+    coord, mono_a, mono_b = FakeCoord(), Mono(), Mono()
+    a = quiet(coord, "a", mono_a, lambda: None, buckets=4)
+    b = quiet(coord, "b", mono_b, lambda: None, buckets=4)
+    for _ in range(3):  # a alone, quiet: every Lease of it runs 15 s
+        await a.step()
+        mono_a.t += 1
+    assert coord.leases["sz-member-a"]["spec"]["leaseDurationSeconds"] == 15
+    for round_ in range(30):
+        for elector, mono in ((b, mono_b), (a, mono_a)):
+            await elector.step()
+            assert member_outlives_buckets(coord) == [], (round_, elector.identity)
+            mono.t += 1
+    assert a.held and b.held and a.held | b.held == {0, 1, 2, 3}
