@@ -158,8 +158,8 @@ class BucketElector:
         resourceVersions of Leases to take). A round costs 2 + held-buckets requests;
         that is what makes a 1 s renewal (and so a ~4 s failover) cheap. A round in
         which no Lease of ours is due (quiet Leases, see the module docstring) only
-        LISTs; when one is, all are written, with the same length, so a replica's
-        member Lease never outlives its buckets. With one bucket there is nothing to
+        LISTs; when one is, all the buckets are written, with the same length, and the
+        member Lease after them (:meth:`_write_member`). With one bucket there is nothing to
         share: no member Lease (every replica's share is the one bucket, taken only
         when its Lease expires), so a leader writes one Lease a round at most, not two.
         """
@@ -217,7 +217,7 @@ class BucketElector:
         taken with plain Leases) left those buckets unheld until it ended: 14 s instead
         of 4 in the sharding e2e test."""
         now = self._monotonic()
-        ends = [until + self._margin for until in self._valid_until.values()]
+        ends = self._bucket_ends()
         cap = min(ends) - now if ends else self.duration
         want = max(1, int(min(length, cap)))
         if not (due or self._member_end is None or self._member_end - now > cap + 0.5):
@@ -239,12 +239,16 @@ class BucketElector:
             return self.duration, bound
         return min(self.idle, bound), bound
 
+    def _bucket_ends(self) -> list[float]:
+        """When the bucket Leases we hold end (monotonic): each fence + the margin."""
+        return [until + self._margin for until in self._valid_until.values()]
+
     def _renewal_due(self, bound: float) -> bool:
         """Renew this round? When a Lease of ours ends within ``duration - renew / 2``
         (every round for a plain Lease, as before), or one ends later than ``bound``
         allows (work came closer than our Leases assumed: a new Schedule, a run)."""
         now = self._monotonic()
-        ends = [until + self._margin for until in self._valid_until.values()]
+        ends = self._bucket_ends()
         if self.buckets > 1 and self._member_end is not None:
             ends.append(self._member_end)
         if not ends:
